@@ -1,0 +1,59 @@
+"""bulkretry: re-trigger failed Adobe Experience Platform dataflow runs in bulk.
+
+The CLI is built on this API; use it directly to re-trigger from Python::
+
+    import bulkretry
+
+    async with bulkretry.retrigger(run_ids, api_settings, bulkretry.JobSettings(rate=5)) as job:
+        async for outcome in job:
+            print(outcome)
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import RetriggerJob, retrigger
+from .config import ApiSettings, ClientCredentials, JobSettings, Secret, load_api_settings
+from .errors import (
+    APIError,
+    AuthError,
+    BulkRetryError,
+    ConnectError,
+    ConnectionLostError,
+    JournalLockedError,
+    TransportError,
+    UsageError,
+)
+from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Summary, Uncertain
+
+try:
+    __version__ = version("bulkretry")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "APIError",
+    "ApiSettings",
+    "AuthError",
+    "BulkRetryError",
+    "ClientCredentials",
+    "ConnectError",
+    "ConnectionLostError",
+    "Failed",
+    "JobSettings",
+    "JournalLockedError",
+    "Outcome",
+    "Planned",
+    "RetriggerJob",
+    "Retriggered",
+    "Secret",
+    "Skipped",
+    "Summary",
+    "TransportError",
+    "Uncertain",
+    "UsageError",
+    "__version__",
+    "load_api_settings",
+    "retrigger",
+]

@@ -1,0 +1,5 @@
+"""``python -m bulkretry``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""The typed async API: what the CLI uses, and what a Python caller can use instead.
+
+    async with bulkretry.retrigger(run_ids, api, JobSettings(rate=5)) as job:
+        async for outcome in job:
+            ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from .config import ApiSettings, JobSettings
+from .flowservice import FlowService, make_tokens, open_session
+from .journal import Journal, read_journal
+from .outcomes import Outcome, Skipped
+from .pipeline import Pipeline, Stopper
+from .retrying import Backoff
+
+_OUT_BUFFER = 256
+
+
+class RetriggerJob:
+    """A running job: iterate it for outcomes, ``stop()`` it to wind down gracefully."""
+
+    def __init__(
+        self, outcomes: ObjectReceiveStream[Outcome], stopper: Stopper, client: FlowService | None
+    ) -> None:
+        self._outcomes = outcomes
+        self._stopper = stopper
+        self._client = client
+
+    def __aiter__(self) -> AsyncIterator[Outcome]:
+        return self._outcomes.__aiter__()
+
+    def stop(self) -> None:
+        """Send nothing new; in-flight requests finish and every run ID still gets an outcome."""
+        self._stopper.stop()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self._stopper.stopped
+
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values in use, so that output can be scrubbed of them."""
+        return self._client.tokens.secrets() if self._client is not None else ()
+
+
+@asynccontextmanager
+async def retrigger(
+    run_ids: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
+    api: ApiSettings | None,
+    settings: JobSettings | None = None,
+    *,
+    backoff: Backoff | None = None,
+) -> AsyncIterator[RetriggerJob]:
+    """Re-trigger ``run_ids``; yields a job to iterate for one outcome per run ID.
+
+    Raises ``AuthError`` before any re-trigger when no token can be had, and
+    ``JournalLockedError`` when another process holds the journal.
+    """
+    settings = settings or JobSettings()
+    backoff = backoff or Backoff()
+    async with AsyncExitStack() as stack:
+        journal, previous = None, {}
+        if settings.journal is not None:
+            if not settings.dry_run:
+                journal = stack.enter_context(Journal(settings.journal))
+            previous = read_journal(settings.journal)
+        client = None
+        if not settings.dry_run:
+            if api is None:
+                raise ValueError("api settings are required unless dry_run is set")
+            session = await stack.enter_async_context(
+                open_session(settings.concurrency, settings.timeout)
+            )
+            tokens = make_tokens(session, api, attempts=settings.max_attempts, backoff=backoff)
+            await tokens.token()  # fail before the first re-trigger, not during it
+            client = FlowService(session, api, tokens)
+        stopper = Stopper()
+        pipeline = Pipeline(
+            settings, client, journal=journal, previous=previous, backoff=backoff, stopper=stopper
+        )
+        send, receive = anyio.create_memory_object_stream[Outcome](_OUT_BUFFER)
+        async with anyio.create_task_group() as tasks, receive:
+            tasks.start_soon(pipeline.run, run_ids, send)
+            yield RetriggerJob(receive, stopper, client)

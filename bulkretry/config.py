@@ -1,0 +1,190 @@
+"""Frozen settings, resolved once: flag > environment > default.
+
+Everything a user can get wrong is checked here, before any request, so that a
+misconfigured nightly job fails with exit 2 and one clear line instead of
+half-running.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+DEFAULT_BASE_URL: Final = "https://platform.adobe.io/data/foundation/flowservice"
+DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
+DEFAULT_SCOPES: Final = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
+DEFAULT_SANDBOX: Final = "prod"
+
+
+class Secret:
+    """A string that never shows itself in a ``repr``, ``str`` or f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """OAuth Server-to-Server credentials: tokens are fetched from IMS and refreshed."""
+
+    client_id: str
+    client_secret: Secret
+    scopes: str
+    ims_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Where and as whom to call Flow Service."""
+
+    base_url: str
+    api_key: str
+    org_id: str
+    sandbox: str
+    credentials: ClientCredentials | Secret
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """How hard to push, and what to do when answers go wrong."""
+
+    rate: float = 10.0
+    concurrency: int = 10
+    max_attempts: int = 5
+    timeout: float = 30.0
+    journal: Path | None = None
+    retry_uncertain: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.rate >= 0 and math.isfinite(self.rate), "--rate must be 0 (no limit) or more")
+        _check(self.concurrency >= 1, "--concurrency must be at least 1")
+        _check(self.max_attempts >= 1, "--max-attempts must be at least 1")
+        _check(self.timeout > 0 and math.isfinite(self.timeout), "--timeout must be above 0")
+
+
+def _check(ok: bool, message: str) -> None:  # noqa: FBT001 - reads as a sentence
+    if not ok:
+        raise UsageError(message)
+
+
+def load_api_settings(  # noqa: PLR0913 - one argument per contract flag
+    env: Mapping[str, str],
+    *,
+    base_url: str | None = None,
+    ims_url: str | None = None,
+    org: str | None = None,
+    sandbox: str | None = None,
+) -> ApiSettings:
+    """Resolve the API configuration, or raise ``UsageError`` saying what to set."""
+    base = check_url(base_url or env.get("AEP_FLOW_SERVICE_URL") or DEFAULT_BASE_URL, "--base-url")
+    org_id = org or env.get("AEP_ORG_ID")
+    if not org_id:
+        raise UsageError("no IMS org: set AEP_ORG_ID or pass --org (e.g. 1234ABCD@AdobeOrg)")
+    warnings: list[str] = []
+    credentials = _credentials(env, ims_url, warnings)
+    client_id = credentials.client_id if isinstance(credentials, ClientCredentials) else None
+    api_key = env.get("AEP_API_KEY") or client_id
+    if not api_key:
+        raise UsageError("no API key: set AEP_API_KEY (the Developer Console's client ID)")
+    return ApiSettings(
+        base_url=base,
+        api_key=api_key,
+        org_id=org_id,
+        sandbox=sandbox or env.get("AEP_SANDBOX_NAME") or DEFAULT_SANDBOX,
+        credentials=credentials,
+        warnings=tuple(warnings),
+    )
+
+
+def _credentials(
+    env: Mapping[str, str], ims_url: str | None, warnings: list[str]
+) -> ClientCredentials | Secret:
+    client_id = env.get("AEP_CLIENT_ID")
+    secret = _client_secret(env)
+    token = env.get("AEP_ACCESS_TOKEN")
+    if client_id and secret:
+        if token:
+            warnings.append("AEP_ACCESS_TOKEN is ignored: client credentials are set and win")
+        url = check_url(ims_url or env.get("AEP_IMS_TOKEN_URL") or DEFAULT_IMS_URL, "--ims-url")
+        scopes = env.get("AEP_SCOPES") or DEFAULT_SCOPES
+        return ClientCredentials(client_id, Secret(secret), scopes, url)
+    if secret and not client_id:
+        raise UsageError("AEP_CLIENT_SECRET is set but AEP_CLIENT_ID is not: set both")
+    if client_id and not token:
+        raise UsageError(
+            "AEP_CLIENT_ID is set but no secret: set AEP_CLIENT_SECRET or AEP_CLIENT_SECRET_FILE"
+        )
+    if not token:
+        raise UsageError(
+            "no credentials: set AEP_CLIENT_ID and AEP_CLIENT_SECRET (OAuth Server-to-Server) "
+            "or AEP_ACCESS_TOKEN"
+        )
+    return Secret(token)
+
+
+def _client_secret(env: Mapping[str, str]) -> str | None:
+    secret, path = env.get("AEP_CLIENT_SECRET"), env.get("AEP_CLIENT_SECRET_FILE")
+    if secret and path:
+        raise UsageError("set AEP_CLIENT_SECRET or AEP_CLIENT_SECRET_FILE, not both")
+    if not path:
+        return secret or None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read AEP_CLIENT_SECRET_FILE {path}: {exc.__class__.__name__}") from None
+    if not value:
+        raise UsageError(f"AEP_CLIENT_SECRET_FILE {path} is empty")
+    return value
+
+
+def check_url(url: str, flag: str) -> str:
+    """Accept ``https://`` anywhere and ``http://`` only on loopback; keep the path as given."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise UsageError(f"{flag}: not a valid URL: {url!r}") from None
+    if parts.scheme not in {"http", "https"} or not host:
+        raise UsageError(f"{flag}: expected an http(s) URL with a host, got {url!r}")
+    if parts.scheme == "http" and not is_loopback(host):
+        raise UsageError(f"{flag}: plain http is only allowed for loopback hosts; use https://{parts.netloc}")
+    if parts.query or parts.fragment:
+        raise UsageError(f"{flag}: must not carry a query or fragment: {url!r}")
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,54 @@
+"""``bulkretry demo``: the real pipeline against the embedded emulator, no account needed."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import IO, Final
+
+from . import api
+from .config import ApiSettings, JobSettings, Secret
+from .emulator import Emulator, serve
+from .report import Report
+from .sources import InputFiles
+
+_ORG: Final = "DEMO0000000000000000000@AdobeOrg"
+_API_KEY: Final = "demo-client-id"
+_TOKEN: Final = "demo-token"  # noqa: S105 - the emulator's own, not a credential
+
+
+def sample(name: str) -> Path:
+    """A file of ``samples/``: packaged with the wheel, or beside the source tree."""
+    packaged = Path(__file__).parent / "_samples" / name
+    return packaged if packaged.exists() else Path(__file__).parent.parent / "samples" / name
+
+
+async def run_demo(out: IO[bytes]) -> int:
+    """Serve the demo runs, retry the sample IDs through the real pipeline, print the lines."""
+    emulator = Emulator(org_id=_ORG, api_key=_API_KEY, static_tokens=frozenset({_TOKEN}))
+    emulator.load_runs(sample("demo-runs.json"))
+    started = time.monotonic()
+    async with serve(emulator) as server:
+        settings = ApiSettings(
+            base_url=server.base_url,
+            api_key=_API_KEY,
+            org_id=_ORG,
+            sandbox="prod",
+            credentials=Secret(_TOKEN),
+        )
+        with InputFiles([str(sample("run-ids.txt"))]) as inputs:
+            async with api.retrigger(inputs.items(), settings, JobSettings(rate=20)) as job:
+                report = Report(out, job.secrets)
+                async for outcome in job:
+                    report.outcome(outcome)
+        summary = report.summary(time.monotonic() - started)
+    twice = [run for run, count in emulator.stats.retriggers.items() if count > 1]
+    print(  # noqa: T201
+        f"\ndemo: {summary.retriggered} re-triggered, {summary.failed} refused by the API, "
+        f"{summary.skipped} skipped, against the embedded emulator at {server.base_url}.\n"
+        "Next: set AEP_ORG_ID and AEP_CLIENT_ID/AEP_CLIENT_SECRET, then "
+        "'bulkretry retry your-run-ids.txt' (see README).",
+        file=sys.stderr,
+    )
+    return 1 if twice else 0

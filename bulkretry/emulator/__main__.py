@@ -1,0 +1,75 @@
+"""``python -m bulkretry.emulator``: serve the emulator for manual tries and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from bulkretry.emulator.app import DEFAULT_API_KEY, DEFAULT_SECRET, DEFAULT_TOKEN, Emulator
+from bulkretry.emulator.faults import Faults
+from bulkretry.emulator.server import serve
+
+_PROBABILITIES = (
+    "throttle",
+    "unavailable",
+    "drop_before",
+    "error_after",
+    "drop_after",
+    "garbled_after",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bulkretry.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--runs", help="JSON file: a list of runs to load")
+    parser.add_argument(
+        "--auto-create", action="store_true", help="treat unknown run IDs as failed runs"
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--max-rate", type=float, help="re-triggers admitted per second")
+    parser.add_argument("--token-lifetime", type=float, default=86400.0)
+    parser.add_argument("--seed", type=int, default=0)
+    for name in _PROBABILITIES:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=float, default=0.0, help="probability per re-trigger")
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> None:
+    faults = Faults(
+        latency=args.latency,
+        max_rate=args.max_rate,
+        **{name: getattr(args, name) for name in _PROBABILITIES},
+    )
+    emu = Emulator(
+        faults=faults,
+        auto_create=args.auto_create,
+        token_lifetime=args.token_lifetime,
+        seed=args.seed,
+    )
+    if args.runs:
+        emu.load_runs(args.runs)
+    async with serve(emu, args.host, args.port) as server:
+        sys.stderr.write(
+            f"Flow Service  {server.base_url}\n"
+            f"IMS token     {server.ims_url}\n"
+            f"org {emu.org_id}  api key {DEFAULT_API_KEY}  sandbox {emu.sandbox}\n"
+            f"static token {DEFAULT_TOKEN}  client secret {DEFAULT_SECRET}\n"
+            f"{len(emu.runs)} runs loaded; Ctrl-C stops\n"
+        )
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """Serve until interrupted."""
+    args = _parser().parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()

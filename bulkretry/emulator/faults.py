@@ -1,0 +1,137 @@
+"""Fault injection: which misbehaviour, if any, answers the next request."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+#: Faults answered before the re-trigger is applied: retrying them is safe.
+BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before"})
+#: Faults answered after the re-trigger is applied: the client cannot know it worked.
+AFTER: Final = frozenset({"error_after", "drop_after", "garbled_after", "timeout_after"})
+FAULT_NAMES: Final = BEFORE | AFTER | {"ok"}
+IMS_FAULT_NAMES: Final = frozenset({"throttle", "unavailable", "drop_before", "ok"})
+#: Probabilistic faults in the fixed order their probabilities are stacked.
+_DRAW_ORDER: Final = (
+    "throttle",
+    "unavailable",
+    "drop_before",
+    "error_after",
+    "drop_after",
+    "garbled_after",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    """How the emulator misbehaves; the default misbehaves never.
+
+    The six probabilities are drawn once per re-trigger POST and are mutually exclusive
+    (their sum must not exceed 1). ``script`` maps a run ID to fault names consumed one per
+    re-trigger of that ID, overriding the draw; when it runs out the draw applies again.
+    ``list_script`` does the same for ``GET /runs`` pages (nothing is applied there, so
+    "error_after" is simply a 500). ``max_rate`` admits at most that many re-triggers in any
+    sliding second and answers the rest 429.
+    """
+
+    throttle: float = 0.0
+    unavailable: float = 0.0
+    drop_before: float = 0.0
+    error_after: float = 0.0
+    drop_after: float = 0.0
+    garbled_after: float = 0.0
+    retry_after: int | None = 1
+    latency: float = 0.0
+    max_rate: float | None = None
+    script: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    list_script: Sequence[str] = ()
+    ims_unavailable: float = 0.0
+    ims_script: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        probabilities = [getattr(self, name) for name in _DRAW_ORDER]
+        for value in [*probabilities, self.ims_unavailable]:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"fault probability {value} is outside [0, 1]")
+        if sum(probabilities) > 1.0 + 1e-9:
+            raise ValueError("fault probabilities are exclusive; their sum must be at most 1")
+        if self.latency < 0 or (self.max_rate is not None and self.max_rate <= 0):
+            raise ValueError("latency must be >= 0 and max_rate > 0 (or None)")
+        script = {run_id: tuple(names) for run_id, names in self.script.items()}
+        _check_names([*(n for names in script.values() for n in names), *self.list_script])
+        _check_names(self.ims_script, IMS_FAULT_NAMES)
+        # Freeze the containers so a shared Faults cannot change under a running test.
+        object.__setattr__(self, "script", MappingProxyType(script))
+        object.__setattr__(self, "list_script", tuple(self.list_script))
+        object.__setattr__(self, "ims_script", tuple(self.ims_script))
+
+
+def _check_names(names: Sequence[str], allowed: frozenset[str] = FAULT_NAMES) -> None:
+    unknown = sorted(set(names) - allowed)
+    if unknown:
+        raise ValueError(f"unknown fault names {unknown}; choose from {sorted(allowed)}")
+
+
+class FaultPlan:
+    """The moving parts behind ``Faults``: seeded draws, script cursors, the rate window."""
+
+    def __init__(self, seed: int) -> None:
+        # Reproducible chaos for tests and benchmarks, not security.
+        self._rng = random.Random(seed)  # noqa: S311
+        self._cursors: dict[str, int] = {}
+        self._list_cursor = 0
+        self._ims_cursor = 0
+        self._admitted: deque[float] = deque()
+
+    def restart_scripts(self) -> None:
+        """Start every script from the top, as a new ``Faults`` should."""
+        self._cursors.clear()
+        self._list_cursor = 0
+        self._ims_cursor = 0
+
+    def over_rate(self, faults: Faults, now: float) -> bool:
+        """Sliding one-second window over admitted re-triggers (a sliding-log limiter)."""
+        if faults.max_rate is None:
+            return False
+        while self._admitted and self._admitted[0] <= now - 1.0:
+            self._admitted.popleft()
+        if len(self._admitted) >= faults.max_rate:
+            return True
+        self._admitted.append(now)
+        return False
+
+    def retrigger_fault(self, faults: Faults, run_id: str) -> str:
+        """Next scripted fault for this run, else a draw; ``"ok"`` means behave."""
+        script = faults.script.get(run_id, ())
+        position = self._cursors.get(run_id, 0)
+        if position < len(script):
+            self._cursors[run_id] = position + 1
+            return script[position]
+        draw = self._rng.random()
+        for name in _DRAW_ORDER:
+            draw -= getattr(faults, name)
+            if draw < 0:
+                return name
+        return "ok"
+
+    def list_fault(self, faults: Faults) -> str:
+        """Next scripted fault for a ``GET /runs`` page."""
+        if self._list_cursor < len(faults.list_script):
+            self._list_cursor += 1
+            return faults.list_script[self._list_cursor - 1]
+        return "ok"
+
+    def ims_fault(self, faults: Faults) -> str:
+        """Next scripted IMS fault, else a draw against ``ims_unavailable``."""
+        if self._ims_cursor < len(faults.ims_script):
+            self._ims_cursor += 1
+            return faults.ims_script[self._ims_cursor - 1]
+        if faults.ims_unavailable and self._rng.random() < faults.ims_unavailable:
+            return "unavailable"
+        return "ok"

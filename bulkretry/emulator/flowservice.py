@@ -1,0 +1,169 @@
+"""Flow Service routes behind an emulated Adobe I/O gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+
+from bulkretry.emulator import listing
+from bulkretry.emulator.model import RecordedRequest
+from bulkretry.emulator.replies import (
+    Dropped,
+    drop,
+    garbled,
+    gateway_error,
+    json_reply,
+    service_error,
+    throttled,
+)
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
+
+    from bulkretry.emulator.app import Emulator
+    from bulkretry.emulator.faults import Faults
+
+BASE_PATH: Final = "/data/foundation/flowservice"
+_RETRIGGER_OPS: Final = frozenset({"re-trigger", "RE_TRIGGER"})
+#: Longer than any client timeout; the handler is woken when the server stops.
+_HANG_SECONDS: Final = 3600.0
+EMULATOR: Final = web.AppKey["Emulator"]("emulator")
+
+
+def _record(request: web.Request) -> RecordedRequest:
+    return RecordedRequest(
+        method=request.method,
+        path=request.path,
+        query={key: request.query[key] for key in request.query},
+        query_all=tuple(request.query.items()),
+        headers={key.lower(): request.headers[key] for key in request.headers},
+        at=time.monotonic(),
+        run_id=request.match_info.get("run_id"),
+    )
+
+
+def _gateway_refusal(  # noqa: PLR0911 - one return per gateway check, in its order
+    emu: Emulator, request: web.Request
+) -> web.Response | None:
+    """Refuse as Adobe I/O does before the service sees the request, in the gateway's order."""
+    headers = request.headers
+    authorization = headers.get("Authorization")
+    if authorization is None:
+        return gateway_error("403010", 403, "Oauth token is missing")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not emu.tokens.valid(token.strip()):
+        return gateway_error("401013", 401, "Oauth token is not valid")
+    if headers.get("x-api-key") != emu.api_key:
+        return gateway_error("403003", 403, "Api Key is invalid")
+    for name in ("x-gw-ims-org-id", "x-sandbox-name"):
+        if not headers.get(name):
+            return gateway_error("400003", 400, f"Missing required header {name}")
+    if headers["x-gw-ims-org-id"] != emu.org_id:
+        return gateway_error("403025", 403, "Profile is not valid")
+    sandbox = headers["x-sandbox-name"]
+    if sandbox != emu.sandbox:
+        return service_error("FLOW-0001", 403, f"Sandbox {sandbox} is not accessible")
+    return None
+
+
+@web.middleware
+async def _front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record, delay, then let the gateway refuse or the service answer; count the status."""
+    emu = request.app[EMULATOR]
+    emu.stats.requests.append(_record(request))
+    if emu.faults.latency:
+        await asyncio.sleep(emu.faults.latency)
+    response = _gateway_refusal(emu, request) or await handler(request)
+    emu.stats.responses[0 if isinstance(response, Dropped) else response.status] += 1
+    return response
+
+
+def _not_found(run_id: str) -> web.Response:
+    return service_error("FLOW-1105", 404, f"No run found with id {run_id}")
+
+
+async def _after_fault(request: web.Request, emu: Emulator, fault: str) -> web.StreamResponse:
+    """Misbehave once the re-trigger has been applied."""
+    if fault == "error_after":
+        return service_error("FLOW-1000", 500, "An unexpected error occurred")
+    if fault == "garbled_after":
+        return garbled()
+    if fault == "timeout_after":
+        await emu.hang(_HANG_SECONDS)
+    return drop(request)
+
+
+def _before_fault(request: web.Request, faults: Faults, fault: str) -> web.StreamResponse:
+    """Misbehave without applying anything."""
+    if fault == "throttle":
+        return throttled(faults.retry_after)
+    if fault == "unavailable":
+        return service_error("FLOW-1000", 503, "The service is temporarily unavailable")
+    return drop(request)
+
+
+async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per outcome
+    """Apply a re-trigger unless a check or a fault says otherwise."""
+    emu = request.app[EMULATOR]
+    run_id = request.match_info["run_id"]
+    op = request.query.get("op")
+    if op not in _RETRIGGER_OPS:
+        detail = f"Invalid value '{op}' for query parameter 'op'; supported: re-trigger"
+        return service_error("FLOW-1101", 400, detail)
+    faults = emu.faults
+    if emu.plan.over_rate(faults, time.monotonic()):
+        return throttled(1)
+    fault = emu.plan.retrigger_fault(faults, run_id)
+    if fault in {"throttle", "unavailable", "drop_before"}:
+        return _before_fault(request, faults, fault)
+    run = emu.lookup(run_id)
+    if run is None:
+        return _not_found(run_id)
+    if not run.retriable:
+        detail = f"Run {run_id} is not in a state that can be re-triggered"
+        return service_error("FLOW-1120", 400, detail)
+    new_run = emu.retrigger(run)
+    if fault != "ok":
+        return await _after_fault(request, emu, fault)
+    return json_reply({"id": new_run.id, "etag": new_run.etag})
+
+
+async def _get_run(request: web.Request) -> web.StreamResponse:
+    emu = request.app[EMULATOR]
+    run_id = request.match_info["run_id"]
+    run = emu.lookup(run_id)
+    if run is None:
+        return _not_found(run_id)
+    return json_reply({"items": [run.to_json()]})
+
+
+async def _list_runs(request: web.Request) -> web.StreamResponse:
+    emu = request.app[EMULATOR]
+    fault = emu.plan.list_fault(emu.faults)
+    if fault in {"throttle", "unavailable", "drop_before"}:
+        return _before_fault(request, emu.faults, fault)
+    try:
+        page = listing.page(emu.runs.values(), request.query)
+    except listing.BadQueryError as exc:
+        return service_error("FLOW-1102", 400, str(exc))
+    if fault != "ok":
+        return await _after_fault(request, emu, fault)
+    links = {} if page.next_href is None else {"next": {"href": page.next_href}}
+    return json_reply({"items": [run.to_json() for run in page.items], "_links": links})
+
+
+def make_flow_service(emu: Emulator) -> web.Application:
+    """Build the sub-application mounted at ``BASE_PATH``; its middleware is the gateway."""
+    app = web.Application(middlewares=[_front_door])
+    app[EMULATOR] = emu
+    app.add_routes(
+        [
+            web.post("/runs/{run_id}/action", _retrigger),
+            web.get("/runs/{run_id}", _get_run),
+            web.get("/runs", _list_runs),
+        ]
+    )
+    return app

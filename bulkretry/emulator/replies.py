@@ -1,0 +1,69 @@
+"""Answers in the two error dialects Adobe speaks, and the non-answer of a dropped connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_ERRORS = "https://ns.adobe.com/aep/errors/"
+_TITLES = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Dropped(web.Response):
+    """Marks a connection closed without an answer, so the stats can count it under 0."""
+
+
+def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:  # noqa: ANN401 - any JSON value
+    """Serialise with orjson, as every Adobe endpoint answers JSON."""
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def service_error(code: str, status: int, detail: str) -> web.Response:
+    """Answer as Flow Service itself refuses (RFC 7807 style, with an ``FLOW-…`` type)."""
+    body = {
+        "type": f"{_ERRORS}{code}-{status}",
+        "status": status,
+        "title": _TITLES[status],
+        "detail": detail,
+    }
+    return json_reply(body, status)
+
+
+def gateway_error(
+    code: str, status: int, message: str, retry_after: int | None = None
+) -> web.Response:
+    """Answer as Adobe I/O's gateway refuses, before the service is reached."""
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+    return json_reply({"error_code": code, "message": message}, status, headers)
+
+
+def throttled(retry_after: int | None) -> web.Response:
+    """Refuse as the gateway's rate limit does; the request never reached the service."""
+    return gateway_error("429050", 429, "Too many requests", retry_after)
+
+
+def garbled() -> web.Response:
+    """Answer 200 as a broken proxy might: the client cannot tell whether it worked."""
+    return web.Response(body=b"<html>upstream ok</html>", content_type="text/html")
+
+
+def drop(request: web.BaseRequest) -> Dropped:
+    """Close the socket with no response: the client sees a server disconnect.
+
+    After ``close()`` aiohttp's attempt to write the returned response meets a closing
+    transport, raises ``ConnectionResetError`` and swallows it silently, so nothing is
+    logged and the client reads EOF where the status line should be.
+    """
+    if request.transport is not None:
+        request.transport.close()
+    return Dropped(status=499)

@@ -1,0 +1,199 @@
+"""The Flow Service client: one aiohttp session, the re-trigger call, run listing.
+
+All aiohttp exceptions are mapped here, in ``_transport_error``, onto the two cases
+the retry policy cares about: never sent (safe to resend) or sent with the answer
+lost (maybe applied).
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import orjson
+
+from .auth import ImsTokens, StaticToken, TokenSource
+from .config import ApiSettings, ClientCredentials
+from .errors import APIError, ConnectError, ConnectionLostError, TransportError
+from .retrying import Backoff, parse_retry_after
+from .sources import excerpt
+
+RETRIGGER_OP: Final = "re-trigger"
+"""The tutorial's spelling; the OpenAPI enum says ``RE_TRIGGER``. Send this one."""
+
+_CONNECT_TIMEOUT_MAX: Final = 10.0
+
+HINTS: Final[Mapping[str, str]] = {
+    "401013": "the access token is invalid or expired",
+    "403003": "the API key (x-api-key) is not the client ID of the credentials",
+    "403010": "no access token was sent",
+    "403025": "check --org/AEP_ORG_ID and that the credentials' product profile grants "
+    "Flow Service access in this sandbox",
+    "400003": "a required header is missing: check --org and --sandbox",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A 2xx answer naming the new run."""
+
+    new_run_id: str
+    etag: str | None
+    status: int
+
+
+class FlowService:
+    """Sends Flow Service requests with the five documented headers, refreshing auth on a 401."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, api: ApiSettings, tokens: TokenSource
+    ) -> None:
+        self._session = session
+        self._base = api.base_url
+        self._tokens = tokens
+        self._headers = {
+            "x-api-key": api.api_key,
+            "x-gw-ims-org-id": api.org_id,
+            "x-sandbox-name": api.sandbox,
+            "Content-Type": "application/json",
+        }
+        self._authorized: tuple[str, dict[str, str]] = ("", self._headers)
+
+    @property
+    def tokens(self) -> TokenSource:
+        """The token source, for redaction and start-up checks."""
+        return self._tokens
+
+    async def retrigger(self, run_id: str) -> Accepted:
+        """POST the re-trigger for a validated run ID; raise the mapped error otherwise."""
+        url = f"{self._base}/runs/{run_id}/action?op={RETRIGGER_OP}"
+        status, body, headers = await self._request("POST", url)
+        if not 200 <= status < 300:
+            raise _api_error(status, body, headers)
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        new_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(new_id, str) or not new_id:
+            shown = excerpt(body.decode("utf-8", "replace"))
+            raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
+        etag = answer.get("etag") if isinstance(answer, dict) else None
+        return Accepted(new_id, etag if isinstance(etag, str) else None, status)
+
+    async def get_json(self, path_or_url: str, params: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401 - JSON
+        """GET a JSON document below the base URL (``_links`` hrefs are relative to it)."""
+        url = resolve(self._base, path_or_url)
+        status, body, headers = await self._request("GET", url, params)
+        if not 200 <= status < 300:
+            raise _api_error(status, body, headers)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise APIError(status, None, "answer is not JSON") from None
+
+    async def _request(
+        self, method: str, url: str, params: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        token = await self._tokens.token()
+        status, body, headers = await self._send(method, url, params, token)
+        if status == 401 and self._tokens.refreshable:
+            token = await self._tokens.refresh(token)
+            status, body, headers = await self._send(method, url, params, token)
+        return status, body, headers
+
+    async def _send(
+        self, method: str, url: str, params: Sequence[tuple[str, str]], token: str
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params or None,
+                headers=self._with_token(token),
+                allow_redirects=False,
+            ) as response:
+                return response.status, await response.read(), response.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_error(exc) from exc
+
+    def _with_token(self, token: str) -> dict[str, str]:
+        if self._authorized[0] != token:  # built once per token, not per request
+            self._authorized = (token, {**self._headers, "Authorization": f"Bearer {token}"})
+        return self._authorized[1]
+
+
+def resolve(base: str, path_or_url: str) -> str:
+    """Resolve a ``_links`` href: absolute URLs stay, ``/runs?...`` hangs below the base path."""
+    if urlsplit(path_or_url).scheme:
+        return path_or_url
+    return urljoin(base + "/", path_or_url.lstrip("/"))
+
+
+def _transport_error(exc: BaseException) -> TransportError:
+    """The one place aiohttp's exceptions become ours."""
+    name = exc.__class__.__name__
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return ConnectError(f"cannot connect: {name}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return ConnectionLostError("timed out waiting for the answer")
+    return ConnectionLostError(f"connection lost after sending: {name}")
+
+
+def _api_error(status: int, body: bytes, headers: Mapping[str, str]) -> APIError:
+    code, message = error_words(status, body)
+    hint = HINTS.get(code or "")
+    return APIError(
+        status,
+        code,
+        f"{message} ({hint})" if hint else message,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def error_words(status: int, body: bytes) -> tuple[str | None, str]:
+    """The API's own code and message, from a gateway or a service error body."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict):
+        if "error_code" in answer:
+            return str(answer["error_code"]), str(answer.get("message") or "")
+        if "type" in answer or "title" in answer:
+            kind = str(answer.get("type") or "").rstrip("/").rsplit("/", 1)[-1]
+            return kind or None, str(answer.get("detail") or answer.get("title") or "")
+        if "message" in answer:
+            return None, str(answer["message"])
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "unexpected status"
+    return None, f"HTTP {status} {phrase}"
+
+
+def make_tokens(
+    session: aiohttp.ClientSession, api: ApiSettings, *, attempts: int, backoff: Backoff
+) -> TokenSource:
+    """The token source the configuration asks for."""
+    if isinstance(api.credentials, ClientCredentials):
+        return ImsTokens(session, api.credentials, attempts=attempts, backoff=backoff)
+    return StaticToken(api.credentials)
+
+
+@asynccontextmanager
+async def open_session(concurrency: int, timeout: float) -> AsyncIterator[aiohttp.ClientSession]:
+    """One shared session, its connection pool sized to the concurrency."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    client_timeout = aiohttp.ClientTimeout(
+        total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_MAX)
+    )
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, raise_for_status=False
+    ) as session:
+        yield session

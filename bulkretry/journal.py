@@ -1,0 +1,137 @@
+"""The journal: an append-only JSON-lines record of intents and outcomes, for resume.
+
+Each record is one ``os.write`` on an ``O_APPEND`` descriptor, so it reaches the OS
+before the request leaves and survives ``kill -9``; ``fsync`` runs in groups (about
+once a second and at close) so durability against power loss costs little
+throughput. A torn last line, from a crash mid-write, is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from .errors import JournalLockedError, UsageError
+from .outcomes import Failed, Retriggered, Uncertain
+
+State = Literal["intent", "retriggered", "failed", "uncertain"]
+
+SYNC_INTERVAL: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The last thing the journal says about one run ID."""
+
+    state: State
+    new_run_id: str | None = None
+    etag: str | None = None
+    status: int | None = None
+    error: str | None = None
+
+
+def read_journal(path: Path) -> dict[str, Record]:
+    """Last record per run ID; unparseable lines (a torn tail) are skipped."""
+    records: dict[str, Record] = {}
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return records
+    with handle:
+        for line in handle:
+            entry = _decode(line)
+            if entry is not None:
+                run_id, record = entry
+                records[run_id] = record
+    return records
+
+
+def _decode(line: bytes) -> tuple[str, Record] | None:
+    try:
+        data = orjson.loads(line)
+        run_id, state = data["run_id"], data["state"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(run_id, str) or state not in {"intent", "retriggered", "failed", "uncertain"}:
+        return None
+    return run_id, Record(
+        state=state,
+        new_run_id=data.get("new_run_id"),
+        etag=data.get("etag"),
+        status=data.get("status"),
+        error=data.get("error"),
+    )
+
+
+class Journal:
+    """Writer side: holds an exclusive lock for the job's lifetime."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._dirty = False
+
+    def __enter__(self) -> Journal:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise UsageError(f"cannot open journal {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLockedError(
+                f"journal {self.path} is in use by another bulkretry process; "
+                "wait for it to finish or use another journal"
+            ) from None
+        self._fd = fd
+        self._repair_tail()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)  # closing releases the lock
+            self._fd = -1
+
+    def _repair_tail(self) -> None:
+        """End a torn last line with a newline, so the next record starts clean."""
+        size = os.fstat(self._fd).st_size
+        if size:
+            with self.path.open("rb") as handle:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    os.write(self._fd, b"\n")
+
+    def intent(self, run_id: str) -> None:
+        """Record that a request for ``run_id`` is about to leave."""
+        self._write({"run_id": run_id, "state": "intent"})
+
+    def outcome(self, outcome: Retriggered | Failed | Uncertain) -> None:
+        """Record the final word on ``run_id`` (or a safe failure before the next attempt)."""
+        entry: dict[str, Any] = {"run_id": outcome.run_id, "state": outcome.event}
+        if isinstance(outcome, Retriggered):
+            entry |= {"new_run_id": outcome.new_run_id, "etag": outcome.etag}
+        else:
+            entry |= {"status": outcome.status, "error": outcome.error}
+        self._write(entry)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        os.write(self._fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        self._dirty = True
+
+    async def sync_forever(self, interval: float = SYNC_INTERVAL) -> None:
+        """fsync written records in groups; run as a background task."""
+        while True:
+            await anyio.sleep(interval)
+            if self._dirty and self._fd >= 0:
+                self._dirty = False
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
+

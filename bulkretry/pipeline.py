@@ -1,0 +1,240 @@
+"""The job: input → bounded stream → admission → N workers → outcomes, in one task group.
+
+A producer validates, deduplicates and consults the journal; workers own a run ID from
+its first attempt to its final outcome. Every run ID read produces exactly one outcome,
+including when the job is stopped part-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .admission import Admission
+from .config import JobSettings
+from .errors import APIError, BulkRetryError
+from .flowservice import FlowService
+from .journal import Journal, Record
+from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
+from .retrying import Backoff, Verdict, classify
+from .sources import check_run_id
+
+FATAL_AFTER: Final = 3
+"""Consecutive 401/403 refusals after which no further request is worth sending."""
+
+_NOT_APPLIED_ON_RESUME: Final = "journal has an intent with no outcome: the request may have been applied"
+
+
+class Stopper:
+    """A stop request that interrupts waits, but never a request already sent."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self._scopes: set[anyio.CancelScope] = set()
+
+    def stop(self) -> None:
+        """Stop taking input and sending; let in-flight requests finish."""
+        self.event.set()
+        for scope in self._scopes:
+            scope.cancel()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self.event.is_set()
+
+    @contextmanager
+    def interruptible(self) -> Iterator[anyio.CancelScope]:
+        """A scope that ``stop`` cancels; check ``cancelled_caught`` afterwards."""
+        with anyio.CancelScope() as scope:
+            if self.stopped:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+
+class Pipeline:
+    """One job's state: what has been seen, the gate, and the fail-fast breaker."""
+
+    def __init__(  # noqa: PLR0913 - the job's collaborators, each small
+        self,
+        settings: JobSettings,
+        client: FlowService | None,
+        *,
+        journal: Journal | None = None,
+        previous: dict[str, Record] | None = None,
+        backoff: Backoff | None = None,
+        stopper: Stopper | None = None,
+    ) -> None:
+        if client is None and not settings.dry_run:
+            raise ValueError("a client is required unless dry_run is set")
+        self.settings = settings
+        self.stopper = stopper or Stopper()
+        self._client = client
+        self._journal = journal
+        self._previous = previous or {}
+        self._backoff = backoff or Backoff()
+        self._admission = Admission(settings.rate)
+        self._seen: set[str] = set()
+        self._refusals = 0
+        self._fatal: str | None = None
+
+    async def run(
+        self,
+        items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
+        out: ObjectSendStream[Outcome],
+    ) -> None:
+        """Feed every item through and send one outcome per run ID read into ``out``."""
+        work_send, work_receive = anyio.create_memory_object_stream[str](
+            max_buffer_size=self.settings.concurrency
+        )
+        async with anyio.create_task_group() as background:
+            if self._journal is not None:
+                background.start_soon(self._journal.sync_forever)
+            async with out, anyio.create_task_group() as workers:
+                for _ in range(0 if self.settings.dry_run else self.settings.concurrency):
+                    workers.start_soon(self._worker, work_receive.clone(), out.clone())
+                work_receive.close()
+                async with work_send:
+                    await self._produce(_aiter(items), work_send, out)
+            background.cancel_scope.cancel()
+
+    async def _produce(
+        self,
+        items: AsyncIterator[str | Skipped],
+        work: ObjectSendStream[str],
+        out: ObjectSendStream[Outcome],
+    ) -> None:
+        # A stop cancels the wait for more input; routing an item already read is shielded,
+        # so it still gets its one outcome.
+        with self.stopper.interruptible():
+            async for item in items:
+                with anyio.CancelScope(shield=True):
+                    await self._route(item, work, out)
+
+    async def _route(
+        self, item: str | Skipped, work: ObjectSendStream[str], out: ObjectSendStream[Outcome]
+    ) -> None:
+        outcome = self._screen(item)
+        if outcome is None:
+            await work.send(item)  # type: ignore[arg-type]  # screened: a valid, new run ID
+        else:
+            await out.send(outcome)
+
+    def _screen(self, item: str | Skipped) -> Outcome | None:
+        """The outcome that needs no request, or None when the run ID should be sent."""
+        if isinstance(item, Skipped):
+            return item
+        checked = check_run_id(item)
+        if isinstance(checked, Skipped):
+            return checked
+        if item in self._seen:
+            return Skipped(item, "duplicate")
+        self._seen.add(item)
+        if (record := self._previous.get(item)) is not None:
+            resumed = self._resume(item, record)
+            if resumed is not None:
+                return resumed
+        if self.settings.dry_run:
+            return Planned(item)
+        if self.stopper.stopped:
+            return Skipped(item, "interrupted")
+        return None
+
+    def _resume(self, run_id: str, record: Record) -> Outcome | None:
+        if record.state == "retriggered":
+            return Skipped(run_id, "already-retriggered", record.new_run_id or "", record.etag)
+        if record.state == "failed" or self.settings.retry_uncertain:
+            return None
+        return Uncertain(run_id, record.status, record.error or _NOT_APPLIED_ON_RESUME, 0)
+
+    async def _worker(self, work: ObjectReceiveStream[str], out: ObjectSendStream[Outcome]) -> None:
+        async with work, out:
+            async for run_id in work:
+                await out.send(await self._settle(run_id))
+
+    async def _settle(self, run_id: str) -> Outcome:
+        """Attempt ``run_id`` until it has a final outcome."""
+        assert self._client is not None
+        attempts, last = 0, None
+        while True:
+            with self.stopper.interruptible() as scope:
+                await self._admission.wait()
+            if scope.cancelled_caught:
+                return last or Skipped(run_id, "interrupted")
+            if self._fatal is not None:
+                return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)
+            if self._journal is not None:
+                self._journal.intent(run_id)
+            attempts += 1
+            try:
+                accepted = await self._client.retrigger(run_id)
+            except BulkRetryError as error:
+                outcome, floor = self._judge(run_id, error, attempts)
+            else:
+                self._admission.slowdown.succeeded()
+                self._refusals = 0
+                return self._final(
+                    Retriggered(run_id, accepted.new_run_id, accepted.etag, attempts, accepted.status)
+                )
+            if floor is None or attempts >= self.settings.max_attempts:
+                return self._final(outcome)
+            last = self._final(outcome)  # this attempt is settled: a crash now is safe to retry
+            with self.stopper.interruptible() as scope:
+                await anyio.sleep(self._backoff.delay(attempts, floor or None))
+            if scope.cancelled_caught:
+                return last
+
+    def _judge(
+        self, run_id: str, error: BulkRetryError, attempts: int
+    ) -> tuple[Failed | Uncertain, float | None]:
+        """The outcome of a failed attempt, and its wait floor if it may be retried (else None)."""
+        status = error.status if isinstance(error, APIError) else None
+        text = error.describe() if isinstance(error, APIError) else str(error)
+        retry_after = error.retry_after if isinstance(error, APIError) else None
+        verdict = classify(error, refreshable=False)
+        if verdict is Verdict.RETRY:
+            if status == 429:
+                self._admission.slowdown.throttled(anyio.current_time())
+            return Failed(run_id, status, text, attempts), retry_after or 0.0
+        if status != 429:
+            self._admission.slowdown.succeeded()
+        if verdict is Verdict.UNCERTAIN:
+            again = (retry_after or 0.0) if self.settings.retry_uncertain else None
+            return Uncertain(run_id, status, text, attempts), again
+        self._count_refusal(status, text)
+        return Failed(run_id, status, text, attempts), None
+
+    def _count_refusal(self, status: int | None, text: str) -> None:
+        """Trip the breaker after repeated 401/403: the rest would be refused too."""
+        if status in {401, 403}:
+            self._refusals += 1
+            if self._refusals >= FATAL_AFTER and self._fatal is None:
+                self._fatal = f"the job stopped after {self._refusals} refusals in a row ({text})"
+        else:
+            self._refusals = 0
+
+    def _final(self, outcome: Retriggered | Failed | Uncertain) -> Outcome:
+        if self._journal is not None:
+            self._journal.outcome(outcome)
+        return outcome
+
+
+async def _aiter(
+    items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
+) -> AsyncIterator[str | Skipped]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+            await anyio.lowlevel.checkpoint()

@@ -1,0 +1,89 @@
+"""JSON lines out: structlog configured once per job, rendered by orjson, one line per run.
+
+The logger is built with ``wrap_logger`` rather than global configuration, so a library
+user's own structlog setup is left alone, and two jobs in one process do not collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import IO, Any, Final
+
+import orjson
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from .outcomes import Outcome, Summary, Tally, outcome_fields
+
+REDACTED: Final = "[REDACTED]"
+
+
+def _leading(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Put ``event``, ``timestamp`` and ``level`` first, so lines read well by eye."""
+    return {
+        "event": event_dict.pop("event"),
+        "timestamp": event_dict.pop("timestamp"),
+        "level": method,
+        **event_dict,
+    }
+
+
+class Redactor:
+    """A last guard: replace any known secret found in a string value."""
+
+    def __init__(self, secrets: Callable[[], Iterable[str]]) -> None:
+        self._secrets = secrets
+
+    def __call__(
+        self, _: WrappedLogger, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        secrets = [s for s in self._secrets() if s]
+        if secrets:
+            for key, value in event_dict.items():
+                if isinstance(value, str):
+                    event_dict[key] = self.scrub(value, secrets)
+        return event_dict
+
+    @staticmethod
+    def scrub(text: str, secrets: Iterable[str]) -> str:
+        """``text`` with every secret replaced."""
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+class Report:
+    """Writes outcome lines and the summary; counts what it wrote."""
+
+    def __init__(self, out: IO[bytes], secrets: Callable[[], Iterable[str]] = tuple) -> None:
+        self.tally = Tally()
+        self.redactor = Redactor(secrets)
+        self._log = structlog.wrap_logger(
+            structlog.BytesLogger(out),
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _leading,
+                self.redactor,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(0),
+            cache_logger_on_first_use=True,
+        )
+        self._methods = {
+            "info": self._log.info,
+            "warning": self._log.warning,
+            "error": self._log.error,
+        }
+
+    def outcome(self, outcome: Outcome) -> None:
+        """One final line for one run ID."""
+        self.tally.add(outcome)
+        self._methods[outcome.level](outcome.event, **outcome_fields(outcome))
+
+    def summary(self, elapsed_s: float) -> Summary:
+        """The last line: counts over everything written."""
+        summary = self.tally.summary(elapsed_s)
+        fields = {name: getattr(summary, name) for name in summary.__slots__}
+        self._log.info(summary.event, **fields)
+        return summary

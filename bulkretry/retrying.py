@@ -1,0 +1,80 @@
+"""Pure retry policy: what an answer means, how long to wait, and the job-wide 429 slow-down.
+
+Only answers that prove the re-trigger was *not* applied are retried (429, 503, failure
+to connect). Everything else is final, because a second re-trigger starts a second
+ingestion. The rules are the contract's table, in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+from .errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
+
+_SAFE_STATUSES: Final = frozenset({429, 503})
+
+
+class Verdict(enum.Enum):
+    """What to do after a failed attempt."""
+
+    RETRY = "retry"  # certainly not applied: try again after a backoff
+    REAUTH = "reauth"  # 401 with a refreshable token: refresh once, send again
+    UNCERTAIN = "uncertain"  # may have been applied: report, do not resend
+    FAILED = "failed"  # certainly not applied and will not be: report
+
+
+def classify(error: BulkRetryError, *, refreshable: bool) -> Verdict:
+    """Map one attempt's error to a verdict, per the contract's table."""
+    if isinstance(error, ConnectError):
+        return Verdict.RETRY
+    if isinstance(error, ConnectionLostError):
+        return Verdict.UNCERTAIN
+    if isinstance(error, APIError):
+        status = error.status
+        if status in _SAFE_STATUSES:
+            return Verdict.RETRY
+        if status == 401 and refreshable:
+            return Verdict.REAUTH
+        if 200 <= status < 300 or status >= 500:
+            return Verdict.UNCERTAIN
+    return Verdict.FAILED
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, floored by ``Retry-After``.
+
+    ``base=0`` gives zero waits (apart from ``Retry-After``): tests use that rather than
+    patching sleeps.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Wait before attempt ``attempt + 1``, after ``attempt`` attempts (1-based) failed."""
+        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        jittered = self.rng.uniform(0, ceiling) if ceiling > 0 else 0.0
+        return max(jittered, retry_after or 0.0)
