@@ -3,6 +3,17 @@
 It lets tests, the demo and benchmarks exercise the real HTTP path without an Adobe
 account, and counts what a real service could not tell us: how often each run was
 re-triggered.
+
+Notes for clients under test:
+
+- A dropped connection is ``transport.close()`` before any byte of the answer: aiohttp
+  clients raise ``ServerDisconnectedError``. aiohttp itself resends an idempotent request
+  (GET) once after a disconnect, so a single scripted drop on a listing page goes unseen;
+  POSTs are never resent.
+- ``timeout_after`` applies the re-trigger and then holds the answer for an hour, or until
+  the server stops, when the connection is dropped (and counted under 0).
+- ``GET /runs`` next links are ``/runs?…`` paths, relative to ``Server.base_url``.
+- ``RecordedRequest.query`` keeps each parameter's first value, ``query_all`` every pair.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from bulkretry.emulator import listing
+from bulkretry.emulator.listing import BadQueryError, page
 from bulkretry.emulator.model import RecordedRequest
 from bulkretry.emulator.replies import (
     Dropped,
@@ -146,13 +146,13 @@ async def _list_runs(request: web.Request) -> web.StreamResponse:
     if fault in {"throttle", "unavailable", "drop_before"}:
         return _before_fault(request, emu.faults, fault)
     try:
-        page = listing.page(emu.runs.values(), request.query)
-    except listing.BadQueryError as exc:
+        listed = page(emu.runs.values(), request.query)
+    except BadQueryError as exc:
         return service_error("FLOW-1102", 400, str(exc))
     if fault != "ok":
         return await _after_fault(request, emu, fault)
-    links = {} if page.next_href is None else {"next": {"href": page.next_href}}
-    return json_reply({"items": [run.to_json() for run in page.items], "_links": links})
+    links = {} if listed.next_href is None else {"next": {"href": listed.next_href}}
+    return json_reply({"items": [run.to_json() for run in listed.items], "_links": links})
 
 
 def make_flow_service(emu: Emulator) -> web.Application:

@@ -1,0 +1,118 @@
+"""Shared fixtures: an emulator on loopback, settings pointing at it, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from bulkretry import ApiSettings, Secret
+from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
+
+ORG = "TESTORG@AdobeOrg"
+API_KEY = "test-client-id"
+CLIENT_SECRET = "test-client-secret-ABC123xyz"  # noqa: S105 - the emulator's
+TOKEN = "static-token-Q9w8E7r6"  # noqa: S105 - the emulator's
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Pin asyncio: aiolimiter and aiohttp are asyncio-only."""
+    return "asyncio"
+
+
+def make_emulator(**kwargs: Any) -> Emulator:
+    """An emulator with the test credentials; unknown run IDs are failed runs."""
+    kwargs.setdefault("auto_create", True)
+    return Emulator(
+        org_id=ORG,
+        api_key=API_KEY,
+        static_tokens=frozenset({TOKEN}),
+        clients={API_KEY: CLIENT_SECRET},
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    """A fresh emulator per test, so its counters start at zero."""
+    return make_emulator()
+
+
+@pytest.fixture
+async def server(emulator: Emulator) -> AsyncIterator[Server]:
+    """The emulator, listening on a free loopback port for this test."""
+    async with serve(emulator) as running:
+        yield running
+
+
+@pytest.fixture
+def api_settings(server: Server) -> ApiSettings:
+    """Static-token settings aimed at the test's emulator."""
+    return ApiSettings(
+        base_url=server.base_url, api_key=API_KEY, org_id=ORG, sandbox="prod",
+        credentials=Secret(TOKEN),
+    )
+
+
+@pytest.fixture
+def thread_server(emulator: Emulator) -> Iterator[Server]:
+    """The emulator in its own thread, for tests that run the CLI as a subprocess."""
+    with serve_in_thread(emulator) as running:
+        yield running
+
+
+def cli_env(server: Server | None = None, **extra: str) -> dict[str, str]:
+    """A clean environment for the CLI: static token against ``server``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEP_")}
+    env |= {"AEP_ORG_ID": ORG, "AEP_API_KEY": API_KEY, "AEP_ACCESS_TOKEN": TOKEN}
+    if server is not None:
+        env["AEP_FLOW_SERVICE_URL"] = server.base_url
+        env["AEP_IMS_TOKEN_URL"] = server.ims_url
+    return env | extra
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``bulkretry`` run printed, with stdout parsed as JSON lines."""
+
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        """Stdout as JSON lines; fails the test if any line is not JSON."""
+        return parse_lines(self.stdout)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The lines of one event type."""
+        return [line for line in self.lines if line["event"] == name]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The last line, which must be the summary."""
+        assert self.lines[-1]["event"] == "summary"
+        return self.lines[-1]
+
+
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str], stdin: bytes = b"", timeout: float = 60
+) -> CliResult:
+    """Run the installed CLI through its entry point, as users and schedulers do."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkretry", *args],
+        input=stdin, capture_output=True, env=env, timeout=timeout, check=False,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr.decode())
+
+
+def parse_lines(stdout: bytes) -> list[dict[str, Any]]:
+    """Every stdout line must be one JSON object."""
+    return [orjson.loads(line) for line in stdout.splitlines()]
