@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import RetriggerJob, retrigger
+from .api import RetriggerJob, list_failed, retrigger
 from .config import ApiSettings, ClientCredentials, JobSettings, Secret, load_api_settings
+from .discovery import Lister, ListingSettings, RunRecord
 from .errors import (
     APIError,
     AuthError,
@@ -43,10 +44,13 @@ __all__ = [
     "Failed",
     "JobSettings",
     "JournalLockedError",
+    "Lister",
+    "ListingSettings",
     "Outcome",
     "Planned",
     "RetriggerJob",
     "Retriggered",
+    "RunRecord",
     "Secret",
     "Skipped",
     "Summary",
@@ -54,6 +58,7 @@ __all__ = [
     "Uncertain",
     "UsageError",
     "__version__",
+    "list_failed",
     "load_api_settings",
     "retrigger",
 ]

@@ -3,6 +3,10 @@
     async with bulkretry.retrigger(run_ids, api, JobSettings(rate=5)) as job:
         async for outcome in job:
             ...
+
+    async with bulkretry.list_failed(api, ListingSettings(flow_ids=("...",))) as lister:
+        async for record in lister.records():
+            ...
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from .config import ApiSettings, JobSettings
+from .discovery import Lister, ListingSettings
 from .flowservice import FlowService, make_tokens, open_session
 from .journal import Journal, read_journal
 from .outcomes import Outcome, Skipped
@@ -89,3 +94,16 @@ async def retrigger(
         async with anyio.create_task_group() as tasks, receive:
             tasks.start_soon(pipeline.run, run_ids, send)
             yield RetriggerJob(receive, stopper, client)
+
+
+@asynccontextmanager
+async def list_failed(
+    api: ApiSettings, settings: ListingSettings, *, backoff: Backoff | None = None
+) -> AsyncIterator[Lister]:
+    """A lister over the flows in ``settings``; iterate ``lister.records()`` for retryable runs."""
+    backoff = backoff or Backoff()
+    concurrency = max(2, min(len(settings.flow_ids), 32))
+    async with open_session(concurrency, settings.timeout) as session:
+        tokens = make_tokens(session, api, attempts=settings.max_attempts, backoff=backoff)
+        await tokens.token()
+        yield Lister(FlowService(session, api, tokens), settings, backoff)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 
 import anyio
+import orjson
 
 from . import __version__, api
 from .config import ApiSettings, JobSettings, load_api_settings
+from .discovery import ListingSettings, parse_since
 from .errors import BulkRetryError, UsageError
 from .report import Report
 from .sources import InputFiles
@@ -34,6 +36,15 @@ examples:
 exit status: 0 all re-triggered (or skipped as duplicate/already-retriggered),
 1 some failed/uncertain/invalid, 2 usage or credentials error (nothing sent),
 130 stopped by SIGINT/SIGTERM (summary still written)."""
+
+
+_EPILOG_FAILED: Final = """\
+examples:
+  bulkretry failed --flow-id "$FLOW_A" --flow-id "$FLOW_B" --since 24h > failed.jsonl
+  bulkretry failed --flow-id "$FLOW" --since 24h | bulkretry retry --journal nightly.journal
+
+exit status: 0 listing complete (even if empty), 1 an API error stopped it (lines written
+are correct), 2 usage or credentials error."""
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -102,6 +113,24 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--output", type=Path, metavar="PATH",
                        help="write the JSON lines here instead of stdout (truncated first)")
     retry.set_defaults(handler=_retry)
+
+    failed = commands.add_parser(
+        "failed",
+        help="list the runs of some flows that can be re-triggered, as JSON lines",
+        description="List failed runs (and with --include-empty, successful runs that ingested "
+        "nothing) of the given dataflows, one JSON object per line, ready for 'bulkretry retry'.",
+        epilog=_EPILOG_FAILED,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    failed.add_argument("--flow-id", action="append", required=True, metavar="ID", dest="flow_ids",
+                        help="a dataflow ID; repeat for several flows")
+    failed.add_argument("--since", metavar="TIME",
+                        help="only runs created at or after TIME: ISO 8601 or a duration (90m, 24h, 7d)")
+    failed.add_argument("--include-empty", action="store_true",
+                        help="also list successful runs that ingested zero records")
+    _add_api_flags(failed)
+    _add_pace_flags(failed)
+    failed.set_defaults(handler=_failed)
 
     demo = commands.add_parser(
         "demo", help="retry the sample run IDs against the built-in emulator (no account needed)"
@@ -241,6 +270,38 @@ async def _stop_on_signal(job: api.RetriggerJob) -> None:
             _warn(f"{name}: finishing requests in flight, sending nothing new "
                   "(signal again to exit at once)")
             job.stop()
+
+
+def _failed(args: argparse.Namespace) -> int:
+    settings = ListingSettings(
+        flow_ids=tuple(args.flow_ids),
+        since=parse_since(args.since) if args.since else None,
+        include_empty=args.include_empty,
+        rate=args.rate,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+    )
+    api_settings = _api_settings(args)
+    with _open_output(None) as out:
+        return _run_async(_failed_job(api_settings, settings, out))
+
+
+async def _failed_job(api_settings: ApiSettings, settings: ListingSettings, out: IO[bytes]) -> int:
+    count = 0
+    async with api.list_failed(api_settings, settings) as lister:
+        async for record in lister.records():
+            out.write(orjson.dumps(record.fields(), option=orjson.OPT_APPEND_NEWLINE))
+            out.flush()
+            count += 1
+    for error in lister.errors:
+        _error(f"listing stopped: {error}")
+    flows = len(settings.flow_ids)
+    print(  # noqa: T201
+        f"bulkretry: {count} retryable run{'s'[:count != 1]} in {flows} flow{'s'[:flows != 1]} "
+        f"({lister.pages} page{'s'[:lister.pages != 1]})",
+        file=sys.stderr,
+    )
+    return EXIT_PROBLEMS if lister.errors else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,206 @@
+"""``bulkretry failed``: page through a flow's runs and keep the ones worth re-triggering.
+
+Filtering by flow and creation time is left to the API (``property=`` filters); the status
+and the ``--since`` bound are checked again here, because a filter the server ignores must
+not turn into runs we re-trigger by mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import anyio
+from anyio.abc import ObjectSendStream
+
+from .admission import Admission
+from .errors import APIError, BulkRetryError, UsageError
+from .flowservice import FlowService
+from .retrying import Backoff, Verdict, classify
+
+_DURATION: Final = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One retryable run, as a data line that ``bulkretry retry`` reads back."""
+
+    run_id: str
+    flow_id: str
+    status: str
+    created_at: str
+    records: int
+    error: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """JSON fields; ``error`` only when the run has one."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        if self.error is None:
+            del data["error"]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ListingSettings:
+    """What to list and how hard to push."""
+
+    flow_ids: tuple[str, ...]
+    since: datetime | None = None
+    include_empty: bool = False
+    rate: float = 10.0
+    max_attempts: int = 5
+    timeout: float = 30.0
+    page_size: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.flow_ids:
+            raise UsageError("name at least one --flow-id")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time, or a duration back from now such as ``90m``, ``24h`` or ``7d``."""
+    now = now or datetime.now(UTC)
+    if match := _DURATION.fullmatch(text.strip().lower()):
+        amount, unit = match.groups()
+        return now - timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since: expected an ISO 8601 time (2026-11-22T00:00:00Z) or a duration "
+            f"such as 90m, 24h or 7d, got {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def retryable(run: dict[str, Any], flow_id: str, *, include_empty: bool) -> RunRecord | None:
+    """The record for a failed run (or a successful one that ingested nothing), else None."""
+    run_id = run.get("id")
+    metrics = run.get("metrics") or {}
+    summary = metrics.get("statusSummary") or {}
+    status = str(summary.get("status") or "").lower()
+    records = _int((metrics.get("recordSummary") or {}).get("outputRecordCount"))
+    if not isinstance(run_id, str):
+        return None
+    if status != "failed" and not (include_empty and status == "success" and records == 0):
+        return None
+    return RunRecord(
+        run_id=run_id,
+        flow_id=str(run.get("flowId") or flow_id),
+        status=status,
+        created_at=_iso(run.get("createdAt")),
+        records=records,
+        error=_first_error(summary.get("errors")),
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _iso(epoch_ms: object) -> str:
+    if not isinstance(epoch_ms, int | float):
+        return ""
+    when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _first_error(errors: object) -> str | None:
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return None
+    code, message = errors[0].get("code"), errors[0].get("message")
+    return f"{code}: {message}" if code else (str(message) if message else None)
+
+
+class Lister:
+    """Pages through every flow concurrently, under one rate limit and one retry policy."""
+
+    def __init__(
+        self, client: FlowService, settings: ListingSettings, backoff: Backoff | None = None
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._backoff = backoff or Backoff()
+        self._admission = Admission(settings.rate)
+        self.pages = 0
+        self.errors: list[str] = []
+
+    async def records(self) -> AsyncIterator[RunRecord]:
+        """Every retryable run of every flow, each once; errors are collected in ``errors``."""
+        send, receive = anyio.create_memory_object_stream[RunRecord](256)
+        seen: set[str] = set()
+        async with anyio.create_task_group() as flows, receive:
+            async with send:
+                for flow_id in dict.fromkeys(self._settings.flow_ids):
+                    flows.start_soon(self._flow, flow_id, send.clone())
+            async for record in receive:
+                if record.run_id not in seen:
+                    seen.add(record.run_id)
+                    yield record
+
+    async def _flow(self, flow_id: str, out: ObjectSendStream[RunRecord]) -> None:
+        settings = self._settings
+        since_ms = int(settings.since.timestamp() * 1000) if settings.since else None
+        params = [("property", f"flowId=={flow_id}"), ("limit", str(settings.page_size))]
+        if since_ms is not None:
+            params.append(("property", f"createdAt>={since_ms}"))
+        url: str | None = "/runs"
+        async with out:
+            while url is not None:
+                try:
+                    page = await self._page(url, params)
+                except BulkRetryError as error:
+                    self.errors.append(f"flow {flow_id}: {_describe(error)}")
+                    return
+                params = []  # the next link carries the query
+                for run in _items(page):
+                    record = retryable(run, flow_id, include_empty=settings.include_empty)
+                    if record is not None and _not_before(run, since_ms):
+                        await out.send(record)
+                url = _next_href(page)
+
+    async def _page(self, url: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._admission.wait()
+            try:
+                page = await self._client.get_json(url, params)
+            except BulkRetryError as error:
+                if classify(error, refreshable=False) is not Verdict.RETRY:
+                    raise
+                if attempt >= self._settings.max_attempts:
+                    raise
+                retry_after = error.retry_after if isinstance(error, APIError) else None
+                if isinstance(error, APIError) and error.status == 429:
+                    self._admission.slowdown.throttled(anyio.current_time())
+                await anyio.sleep(self._backoff.delay(attempt, retry_after))
+            else:
+                self._admission.slowdown.succeeded()
+                self.pages += 1
+                return page
+
+
+def _describe(error: BulkRetryError) -> str:
+    return f"HTTP {error.status} {error.describe()}" if isinstance(error, APIError) else str(error)
+
+
+def _items(page: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - JSON
+    items = page.get("items") if isinstance(page, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _next_href(page: Any) -> str | None:  # noqa: ANN401 - JSON
+    links = page.get("_links") if isinstance(page, dict) else None
+    nxt = links.get("next") if isinstance(links, dict) else None
+    href = nxt.get("href") if isinstance(nxt, dict) else None
+    return href if isinstance(href, str) and href else None
+
+
+def _not_before(run: dict[str, Any], since_ms: int | None) -> bool:
+    created = run.get("createdAt")
+    return since_ms is None or (isinstance(created, int | float) and created >= since_ms)

@@ -1,0 +1,138 @@
+"""`bulkretry failed`: paging, filters, and the pipe into `bulkretry retry`."""
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import bulkretry
+from bulkretry.discovery import ListingSettings, parse_since, retryable
+from bulkretry.emulator import Faults, Run
+from bulkretry.errors import UsageError
+from bulkretry.retrying import Backoff
+
+from .conftest import cli_env, parse_lines, run_cli
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime.now(UTC)
+
+
+def seed(emulator, flows=("flow-a", "flow-b", "flow-c"), per_flow=120):
+    """Each flow gets failed, successful, zero-record and in-progress runs over 10 days."""
+    expected = {"failed": set(), "empty": set()}
+    for flow in flows:
+        for n in range(per_flow):
+            kind = ("failed", "success", "empty", "Failed", "inProgress")[n % 5]
+            run_id = f"{flow}-run-{n:04d}"
+            created = NOW - timedelta(hours=2 * n)
+            status = "success" if kind == "empty" else kind
+            records = 0 if kind in {"empty", "failed", "Failed"} else 500
+            emulator.add_run(
+                Run(id=run_id, flow_id=flow, status=status, created_at=created,
+                    output_records=records,
+                    errors=(("CONNECTOR-1001500", "source read failed"),) if kind.lower() == "failed" else ())
+            )
+            if kind.lower() == "failed":
+                expected["failed"].add((run_id, created))
+            elif kind == "empty":
+                expected["empty"].add((run_id, created))
+    emulator.auto_create = False
+    return expected
+
+
+async def listing(api_settings, **kwargs):
+    settings = ListingSettings(**({"rate": 0, "page_size": 7} | kwargs))
+    async with bulkretry.list_failed(api_settings, settings, backoff=Backoff(base=0)) as lister:
+        records = [record async for record in lister.records()]
+    return records, lister
+
+
+async def test_listing_is_exact_across_many_pages(emulator, api_settings):
+    """Every failed run of the named flows, nothing else, no duplicates, across small pages."""
+    expected = seed(emulator)
+    records, lister = await listing(api_settings, flow_ids=("flow-a", "flow-b"))
+    ids = [r.run_id for r in records]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {run_id for run_id, _ in expected["failed"] if not run_id.startswith("flow-c")}
+    assert lister.pages >= 2 * (120 // 7) and lister.errors == []
+    sample = next(r for r in records if r.run_id == "flow-a-run-0000")
+    assert sample.fields() == {
+        "run_id": "flow-a-run-0000", "flow_id": "flow-a", "status": "failed",
+        "created_at": sample.created_at, "records": 0,
+        "error": "CONNECTOR-1001500: source read failed",
+    }
+    assert sample.created_at.endswith("Z")
+    requests = [r for r in emulator.stats.requests if r.method == "GET"]
+    assert all(r.path == "/data/foundation/flowservice/runs" for r in requests)
+
+
+async def test_include_empty_and_since(emulator, api_settings):
+    """--include-empty adds zero-record successes; --since keeps runs created at or after it."""
+    expected = seed(emulator, flows=("flow-a",))
+    since = NOW - timedelta(hours=48)
+    records, _ = await listing(api_settings, flow_ids=("flow-a",), include_empty=True, since=since)
+    wanted = {run_id for run_id, created in expected["failed"] | expected["empty"] if created >= since}
+    assert {r.run_id for r in records} == wanted
+    assert {r.status for r in records} == {"failed", "success"}
+
+
+async def test_throttled_pages_are_retried(emulator, api_settings):
+    """A 429 on a page is retried under the same rules as re-triggers."""
+    seed(emulator, flows=("flow-a",), per_flow=30)
+    emulator.faults = Faults(retry_after=0, list_script=["throttle", "ok", "unavailable"])
+    records, lister = await listing(api_settings, flow_ids=("flow-a",))
+    assert lister.errors == []
+    assert len(records) == 12
+
+
+def test_parse_since_accepts_durations_and_iso_times():
+    """90m, 24h, 7d and ISO 8601 (with Z, offsets or naive as UTC) are understood."""
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    assert parse_since("90m", now) == now - timedelta(minutes=90)
+    assert parse_since("24h", now) == now - timedelta(hours=24)
+    assert parse_since("7d", now) == now - timedelta(days=7)
+    assert parse_since("2026-11-22T00:00:00Z", now) == datetime(2026, 11, 22, tzinfo=UTC)
+    assert parse_since("2026-11-22T00:00:00", now) == datetime(2026, 11, 22, tzinfo=UTC)
+    with pytest.raises(UsageError, match="duration"):
+        parse_since("yesterday", now)
+
+
+def test_retryable_compares_status_case_insensitively():
+    """FAILED and Failed count as failed; runs without metrics are ignored."""
+    run = {"id": "r", "flowId": "f", "createdAt": 0, "metrics": {"statusSummary": {"status": "FAILED"}}}
+    record = retryable(run, "f", include_empty=False)
+    assert record is not None and record.status == "failed" and record.records == 0
+    assert retryable({"id": "x"}, "f", include_empty=True) is None
+
+
+def test_cli_failed_then_retry_in_one_pipe(emulator, thread_server):
+    """`failed | retry` re-triggers exactly the failed runs and both exit 0."""
+    expected = seed(emulator, flows=("flow-a", "flow-b"), per_flow=150)
+    env = cli_env(thread_server)
+    listed = run_cli(["failed", "--flow-id", "flow-a", "--flow-id", "flow-b", "--rate", "0"], env=env)
+    assert listed.code == 0, listed.stderr
+    assert f"{len(expected['failed'])} retryable runs in 2 flows" in listed.stderr
+    assert {line["run_id"] for line in listed.lines} == {r for r, _ in expected["failed"]}
+    piped = subprocess.run(
+        f"{sys.executable} -m bulkretry failed --flow-id flow-a --flow-id flow-b --rate 0 "
+        f"| {sys.executable} -m bulkretry retry --rate 0 --concurrency 16",
+        shell=True, capture_output=True, env=env, timeout=120, check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    lines = parse_lines(piped.stdout)
+    assert lines[-1]["retriggered"] == len(expected["failed"])
+    assert set(emulator.stats.retriggers) == {r for r, _ in expected["failed"]}
+    assert set(emulator.stats.retriggers.values()) == {1}
+
+
+def test_cli_failed_usage_and_api_errors(emulator, thread_server):
+    """No --flow-id or a bad --since is exit 2; a refused listing is exit 1 with a message."""
+    env = cli_env(thread_server)
+    assert run_cli(["failed"], env=env).code == 2
+    bad_since = run_cli(["failed", "--flow-id", "f", "--since", "someday"], env=env)
+    assert bad_since.code == 2 and "--since" in bad_since.stderr
+    refused = run_cli(["failed", "--flow-id", "f", "--org", "WRONG@AdobeOrg"], env=env)
+    assert refused.code == 1 and "403025" in refused.stderr
+    assert refused.stdout == b""
