@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -26,6 +27,7 @@ from .pipeline import Pipeline, Stopper
 from .retrying import Backoff
 
 _OUT_BUFFER = 256
+_log = logging.getLogger(__name__)
 
 
 class RetriggerJob:
@@ -76,6 +78,7 @@ async def retrigger(
             if not settings.dry_run:
                 journal = stack.enter_context(Journal(settings.journal))
             previous = read_journal(settings.journal)
+            _log.info("journal %s: %d run IDs recorded earlier", settings.journal, len(previous))
         client = None
         if not settings.dry_run:
             if api is None:

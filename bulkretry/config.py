@@ -19,7 +19,9 @@ from .errors import UsageError
 
 DEFAULT_BASE_URL: Final = "https://platform.adobe.io/data/foundation/flowservice"
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
-DEFAULT_SCOPES: Final = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
+DEFAULT_SCOPES: Final = (
+    "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
+)
 DEFAULT_SANDBOX: Final = "prod"
 
 
@@ -93,7 +95,7 @@ def _check(ok: bool, message: str) -> None:  # noqa: FBT001 - reads as a sentenc
         raise UsageError(message)
 
 
-def load_api_settings(  # noqa: PLR0913 - one argument per contract flag
+def load_api_settings(
     env: Mapping[str, str],
     *,
     base_url: str | None = None,
@@ -108,10 +110,11 @@ def load_api_settings(  # noqa: PLR0913 - one argument per contract flag
         raise UsageError("no IMS org: set AEP_ORG_ID or pass --org (e.g. 1234ABCD@AdobeOrg)")
     warnings: list[str] = []
     credentials = _credentials(env, ims_url, warnings)
-    client_id = credentials.client_id if isinstance(credentials, ClientCredentials) else None
-    api_key = env.get("AEP_API_KEY") or client_id
+    api_key = env.get("AEP_API_KEY") or env.get("AEP_CLIENT_ID")  # the contract's default
     if not api_key:
-        raise UsageError("no API key: set AEP_API_KEY (the Developer Console's client ID)")
+        raise UsageError(
+            "no API key: set AEP_API_KEY or AEP_CLIENT_ID (the Developer Console's client ID)"
+        )
     return ApiSettings(
         base_url=base,
         api_key=api_key,
@@ -135,7 +138,10 @@ def _credentials(
         scopes = env.get("AEP_SCOPES") or DEFAULT_SCOPES
         return ClientCredentials(client_id, Secret(secret), scopes, url)
     if secret and not client_id:
-        raise UsageError("AEP_CLIENT_SECRET is set but AEP_CLIENT_ID is not: set both")
+        raise UsageError(
+            "a client secret is set (AEP_CLIENT_SECRET or AEP_CLIENT_SECRET_FILE) "
+            "but AEP_CLIENT_ID is not: set both"
+        )
     if client_id and not token:
         raise UsageError(
             "AEP_CLIENT_ID is set but no secret: set AEP_CLIENT_SECRET or AEP_CLIENT_SECRET_FILE"
@@ -157,26 +163,36 @@ def _client_secret(env: Mapping[str, str]) -> str | None:
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read AEP_CLIENT_SECRET_FILE {path}: {exc.__class__.__name__}") from None
+        reason = exc.__class__.__name__
+        raise UsageError(f"cannot read AEP_CLIENT_SECRET_FILE {path}: {reason}") from None
     if not value:
         raise UsageError(f"AEP_CLIENT_SECRET_FILE {path} is empty")
     return value
 
 
 def check_url(url: str, flag: str) -> str:
-    """Accept ``https://`` anywhere and ``http://`` only on loopback; keep the path as given."""
+    """Accept ``https://`` anywhere and ``http://`` only on loopback; keep the path as given.
+
+    A URL with ``user:password@`` is refused and never echoed: the password would reach
+    stderr, and aiohttp would send it as Basic auth.
+    """
+    shown = "(not shown: it may carry a password)" if "@" in url else repr(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise UsageError(f"{flag}: not a valid URL: {url!r}") from None
+        raise UsageError(f"{flag}: not a valid URL: {shown}") from None
+    if "@" in parts.netloc:
+        raise UsageError(f"{flag}: must not carry user:password@; use the AEP_* variables")
     if parts.scheme not in {"http", "https"} or not host:
-        raise UsageError(f"{flag}: expected an http(s) URL with a host, got {url!r}")
+        raise UsageError(f"{flag}: expected an http(s) URL with a host, got {shown}")
     if parts.scheme == "http" and not is_loopback(host):
-        raise UsageError(f"{flag}: plain http is only allowed for loopback hosts; use https://{parts.netloc}")
+        raise UsageError(
+            f"{flag}: plain http is only allowed for loopback hosts; use https://{parts.netloc}"
+        )
     if parts.query or parts.fragment:
-        raise UsageError(f"{flag}: must not carry a query or fragment: {url!r}")
+        raise UsageError(f"{flag}: must not carry a query or fragment: {shown}")
     return url.rstrip("/")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import IO, Final
+from typing import BinaryIO, Final
 
 from . import api
 from .config import ApiSettings, JobSettings, Secret
@@ -24,7 +24,7 @@ def sample(name: str) -> Path:
     return packaged if packaged.exists() else Path(__file__).parent.parent / "samples" / name
 
 
-async def run_demo(out: IO[bytes]) -> int:
+async def run_demo(out: BinaryIO) -> tuple[int, None]:
     """Serve the demo runs, retry the sample IDs through the real pipeline, print the lines."""
     emulator = Emulator(org_id=_ORG, api_key=_API_KEY, static_tokens=frozenset({_TOKEN}))
     emulator.load_runs(sample("demo-runs.json"))
@@ -51,4 +51,4 @@ async def run_demo(out: IO[bytes]) -> int:
         "'bulkretry retry your-run-ids.txt' (see README).",
         file=sys.stderr,
     )
-    return 1 if twice else 0
+    return (1 if twice else 0), None

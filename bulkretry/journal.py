@@ -12,7 +12,7 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 
 import anyio
 import anyio.to_thread
@@ -24,6 +24,7 @@ from .outcomes import Failed, Retriggered, Uncertain
 State = Literal["intent", "retriggered", "failed", "uncertain"]
 
 SYNC_INTERVAL: Final = 1.0
+_STATES: Final = frozenset({"intent", "retriggered", "failed", "uncertain"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ def read_journal(path: Path) -> dict[str, Record]:
         handle = path.open("rb")
     except FileNotFoundError:
         return records
+    except OSError as exc:
+        raise UsageError(f"cannot read journal {path}: {exc.strerror}") from None
     with handle:
         for line in handle:
             entry = _decode(line)
@@ -54,20 +57,31 @@ def read_journal(path: Path) -> dict[str, Record]:
 
 
 def _decode(line: bytes) -> tuple[str, Record] | None:
+    """One line → its record, or None for anything but a well-formed record (never raises)."""
     try:
         data = orjson.loads(line)
-        run_id, state = data["run_id"], data["state"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except orjson.JSONDecodeError:
         return None
-    if not isinstance(run_id, str) or state not in {"intent", "retriggered", "failed", "uncertain"}:
+    if not isinstance(data, dict):
+        return None
+    run_id, state = data.get("run_id"), data.get("state")
+    if not isinstance(run_id, str) or not isinstance(state, str) or state not in _STATES:
         return None
     return run_id, Record(
-        state=state,
-        new_run_id=data.get("new_run_id"),
-        etag=data.get("etag"),
-        status=data.get("status"),
-        error=data.get("error"),
+        state=state,  # type: ignore[arg-type]  # checked against _STATES just above
+        new_run_id=_text(data.get("new_run_id")),
+        etag=_text(data.get("etag")),
+        status=_status(data.get("status")),
+        error=_text(data.get("error")),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _status(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Journal:
@@ -78,9 +92,9 @@ class Journal:
         self._fd = -1
         self._dirty = False
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Self:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise UsageError(f"cannot open journal {self.path}: {exc.strerror}") from None
         try:
@@ -104,11 +118,8 @@ class Journal:
     def _repair_tail(self) -> None:
         """End a torn last line with a newline, so the next record starts clean."""
         size = os.fstat(self._fd).st_size
-        if size:
-            with self.path.open("rb") as handle:
-                handle.seek(size - 1)
-                if handle.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
 
     def intent(self, run_id: str) -> None:
         """Record that a request for ``run_id`` is about to leave."""
@@ -128,7 +139,7 @@ class Journal:
         self._dirty = True
 
     async def sync_forever(self, interval: float = SYNC_INTERVAL) -> None:
-        """fsync written records in groups; run as a background task."""
+        """Flush written records to disk in groups (fsync); run as a background task."""
         while True:
             await anyio.sleep(interval)
             if self._dirty and self._fd >= 0:

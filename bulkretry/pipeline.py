@@ -7,6 +7,7 @@ including when the job is stopped part-way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -14,6 +15,7 @@ from typing import Final
 import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .admission import Admission
 from .config import JobSettings
@@ -23,6 +25,8 @@ from .journal import Journal, Record
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from .retrying import Backoff, Verdict, classify
 from .sources import check_run_id
+
+_log = logging.getLogger(__name__)
 
 FATAL_AFTER: Final = 3
 """Consecutive 401/403 refusals after which no further request is worth sending."""
@@ -90,7 +94,7 @@ class Pipeline:
     async def run(
         self,
         items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
-        out: ObjectSendStream[Outcome],
+        out: MemoryObjectSendStream[Outcome],
     ) -> None:
         """Feed every item through and send one outcome per run ID read into ``out``."""
         work_send, work_receive = anyio.create_memory_object_stream[str](
@@ -188,8 +192,10 @@ class Pipeline:
             if floor is None or attempts >= self.settings.max_attempts:
                 return self._final(outcome)
             last = self._final(outcome)  # this attempt is settled: a crash now is safe to retry
+            delay = self._backoff.delay(attempts, floor or None)
+            _log.debug("%s: attempt %d failed (%s); next in %.2fs", run_id, attempts, outcome.error, delay)
             with self.stopper.interruptible() as scope:
-                await anyio.sleep(self._backoff.delay(attempts, floor or None))
+                await anyio.sleep(delay)
             if scope.cancelled_caught:
                 return last
 
@@ -219,6 +225,7 @@ class Pipeline:
             self._refusals += 1
             if self._refusals >= FATAL_AFTER and self._fatal is None:
                 self._fatal = f"the job stopped after {self._refusals} refusals in a row ({text})"
+                _log.error("%s; no further request will be sent", self._fatal)
         else:
             self._refusals = 0
 

@@ -7,7 +7,7 @@ user's own structlog setup is left alone, and two jobs in one process do not col
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import IO, Any, Final
+from typing import Any, BinaryIO, Final
 
 import orjson
 import structlog
@@ -56,7 +56,7 @@ class Redactor:
 class Report:
     """Writes outcome lines and the summary; counts what it wrote."""
 
-    def __init__(self, out: IO[bytes], secrets: Callable[[], Iterable[str]] = tuple) -> None:
+    def __init__(self, out: BinaryIO, secrets: Callable[[], Iterable[str]] = tuple) -> None:
         self.tally = Tally()
         self.redactor = Redactor(secrets)
         self._log = structlog.wrap_logger(

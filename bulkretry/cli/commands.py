@@ -1,0 +1,190 @@
+"""What each command does, on top of the library API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import anyio
+import orjson
+
+from .. import api
+from ..config import ApiSettings, JobSettings, load_api_settings
+from ..discovery import ListingSettings, parse_since
+from ..errors import UsageError
+from ..outcomes import Summary
+from ..progress import Progress, count_run_lines
+from ..report import Report
+from ..sources import InputFiles
+from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
+
+T = TypeVar("T")
+
+
+def retry(args: argparse.Namespace) -> int:
+    """``bulkretry retry``: re-trigger run IDs from files or stdin."""
+    setup_diagnostics(args.log_level)
+    settings = JobSettings(
+        rate=args.rate,
+        concurrency=args.concurrency,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        journal=args.journal,
+        retry_uncertain=args.retry_uncertain,
+        dry_run=args.dry_run,
+    )
+    api_settings = None if settings.dry_run else _api_settings(args)
+    show_progress = not args.quiet and (
+        args.progress if args.progress is not None else sys.stderr.isatty()
+    )
+    with ExitStack() as stack:
+        inputs = stack.enter_context(InputFiles(args.paths))
+        out = stack.enter_context(_open_output(args.output))
+        progress = None
+        if show_progress:
+            progress = Progress(sys.stderr, count_run_lines(args.paths))
+            stack.callback(progress.close)
+        code, summary = _run(_retry_job(inputs, api_settings, settings, out, progress))
+    if not args.quiet:
+        say(_closing_line(summary, args))
+    return code
+
+
+async def _retry_job(
+    inputs: InputFiles,
+    api_settings: ApiSettings | None,
+    settings: JobSettings,
+    out: BinaryIO,
+    progress: Progress | None,
+) -> tuple[int, Summary]:
+    started = time.monotonic()
+    async with api.retrigger(inputs.items(), api_settings, settings) as job:
+        report = Report(out, job.secrets)
+        async with anyio.create_task_group() as signals:
+            signals.start_soon(_stop_on_signal, job)
+            async for outcome in job:
+                report.outcome(outcome)
+                if progress is not None:
+                    progress.advance(outcome, report.tally)
+            signals.cancel_scope.cancel()
+        summary = report.summary(time.monotonic() - started)
+    if job.stopped:
+        return EXIT_STOPPED, summary
+    return (EXIT_OK if report.tally.clean else EXIT_PROBLEMS), summary
+
+
+async def _stop_on_signal(job: api.RetriggerJob) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if job.stopped:
+                os._exit(EXIT_STOPPED)  # a second signal; each journal record is one write
+            say(
+                f"{signal.Signals(signum).name}: finishing requests in flight, sending nothing "
+                "new (signal again to exit at once)"
+            )
+            job.stop()
+
+
+def _closing_line(summary: Summary, args: argparse.Namespace) -> str:
+    where = f"in {args.output}" if args.output else "on stdout"
+    line = (
+        f"{summary.retriggered} re-triggered, {summary.failed} failed, "
+        f"{summary.uncertain} uncertain, {summary.skipped} skipped"
+        + (f", {summary.planned} planned" if summary.planned else "")
+        + f" of {summary.total} in {summary.elapsed_s:.1f}s; JSON lines {where}"
+    )
+    unfinished = summary.failed or summary.uncertain or summary.total > summary.retriggered
+    if args.journal is not None and unfinished and not args.dry_run:
+        paths = " ".join(shlex.quote(p) for p in args.paths) or "< same-input"
+        line += f"\n  to resume: bulkretry retry {paths} --journal {shlex.quote(str(args.journal))}"
+    return line
+
+
+def failed(args: argparse.Namespace) -> int:
+    """``bulkretry failed``: list the retryable runs of some dataflows."""
+    setup_diagnostics(args.log_level)
+    settings = ListingSettings(
+        flow_ids=tuple(args.flow_ids),
+        since=parse_since(args.since) if args.since else None,
+        include_empty=args.include_empty,
+        rate=args.rate,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+    )
+    api_settings = _api_settings(args)
+    with _open_output(None) as out:
+        code, message = _run(_failed_job(api_settings, settings, out))
+    if not args.quiet:
+        say(message)
+    return code
+
+
+async def _failed_job(
+    api_settings: ApiSettings, settings: ListingSettings, out: BinaryIO
+) -> tuple[int, str]:
+    count = 0
+    async with api.list_failed(api_settings, settings) as lister:
+        async for record in lister.records():
+            out.write(orjson.dumps(record.fields(), option=orjson.OPT_APPEND_NEWLINE))
+            out.flush()
+            count += 1
+    for problem in lister.errors:
+        say(f"error: listing stopped: {problem}")
+    flows = len(settings.flow_ids)
+    message = (
+        f"{count} retryable run{'s'[: count != 1]} in {flows} flow{'s'[: flows != 1]} "
+        f"({lister.pages} page{'s'[: lister.pages != 1]})"
+    )
+    return (EXIT_PROBLEMS if lister.errors else EXIT_OK), message
+
+
+def demo(args: argparse.Namespace) -> int:
+    """``bulkretry demo``: the real pipeline against the embedded emulator."""
+    del args
+    from ..demo import run_demo  # noqa: PLC0415 - only the demo needs the emulator
+
+    code, _ = _run(run_demo(sys.stdout.buffer))
+    return code
+
+
+def _api_settings(args: argparse.Namespace) -> ApiSettings:
+    settings = load_api_settings(
+        os.environ, base_url=args.base_url, ims_url=args.ims_url, org=args.org, sandbox=args.sandbox
+    )
+    for warning in settings.warnings:
+        say(f"warning: {warning}")
+    return settings
+
+
+def _open_output(path: Path | None) -> BinaryIO:
+    """stdout, or ``path`` truncated like ``>`` and then appended to one line per write."""
+    if path is None:
+        return open(os.dup(sys.stdout.fileno()), "wb")  # noqa: SIM115 - closed by the caller
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+    try:
+        return open(os.open(path, flags, 0o644), "wb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise UsageError(f"cannot write --output {path}: {exc.strerror}") from None
+
+
+def _run(job: Coroutine[Any, Any, T]) -> T:
+    async def main() -> T:
+        return await job
+
+    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": _has_uvloop()})
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401, PLC0415 - optional speed-up
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,172 @@
+"""The commands and flags, with help that shows real examples."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Final
+
+from .. import __version__
+from . import commands
+from .console import LOG_LEVELS
+
+_RETRY_EPILOG: Final = """\
+examples:
+  bulkretry retry failed-runs.txt > results.jsonl
+  cat failed-runs.txt | bulkretry retry --rate 5 --journal nightly.journal
+  bulkretry failed --flow-id "$FLOW" --since 24h | bulkretry retry --journal nightly.journal
+  bulkretry retry --dry-run failed-runs.txt          # validate and count, send nothing
+
+exit status: 0 all re-triggered (or skipped as duplicate/already-retriggered),
+1 some failed/uncertain/invalid, 2 usage or credentials error (nothing sent),
+130 stopped by SIGINT/SIGTERM (summary still written; rerun with --journal to resume)."""
+
+_FAILED_EPILOG: Final = """\
+examples:
+  bulkretry failed --flow-id "$FLOW_A" --flow-id "$FLOW_B" --since 24h > failed.jsonl
+  bulkretry failed --flow-id "$FLOW" --since 24h | bulkretry retry --journal nightly.journal
+
+exit status: 0 listing complete (even if empty), 1 an API error stopped it (lines written
+are correct), 2 usage or credentials error."""
+
+_CREDENTIALS: Final = """\
+credentials come from the environment: AEP_CLIENT_ID + AEP_CLIENT_SECRET (or
+AEP_CLIENT_SECRET_FILE) for OAuth Server-to-Server, or AEP_ACCESS_TOKEN; AEP_ORG_ID is
+required. See README, section Credentials."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bulkretry`` parser with its three commands."""
+    parser = argparse.ArgumentParser(
+        prog="bulkretry",
+        description="Re-trigger failed Adobe Experience Platform dataflow runs in bulk.",
+        epilog="Run 'bulkretry demo' to see it work against a built-in emulator. " + _CREDENTIALS,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _retry_parser(subparsers)
+    _failed_parser(subparsers)
+    demo = subparsers.add_parser(
+        "demo",
+        help="retry the sample run IDs against the built-in emulator (no account needed)",
+        description="Start the embedded Flow Service emulator on a loopback port, retry "
+        "samples/run-ids.txt through the real pipeline, print the JSON lines.",
+    )
+    demo.set_defaults(handler=commands.demo)
+    return parser
+
+
+def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    retry = subparsers.add_parser(
+        "retry",
+        help="re-trigger the run IDs read from files or stdin",
+        description="Re-trigger failed dataflow runs: one JSON line per run ID on stdout, "
+        "then a summary line. " + _CREDENTIALS,
+        epilog=_RETRY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    retry.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files of run IDs; '-' or none: stdin"
+    )
+    _api_flags(retry)
+    _pace_flags(retry)
+    job = retry.add_argument_group("job")
+    job.add_argument("--concurrency", type=_positive_int, default=10, metavar="N",
+                     help="at most N requests in flight (default: 10)")
+    job.add_argument("--journal", type=Path, metavar="PATH",
+                     help="durable record of the job; rerun with the same PATH to resume")
+    job.add_argument("--retry-uncertain", action="store_true",
+                     help="also retry when a request may already have been applied")
+    job.add_argument("--dry-run", action="store_true",
+                     help="validate and deduplicate, send nothing, emit 'planned' lines")
+    job.add_argument("--output", type=Path, metavar="PATH",
+                     help="write the JSON lines here instead of stdout (truncated first)")
+    _operator_flags(retry, progress=True)
+    retry.set_defaults(handler=commands.retry)
+
+
+def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    failed = subparsers.add_parser(
+        "failed",
+        help="list the runs of some dataflows that can be re-triggered, as JSON lines",
+        description="List failed runs (with --include-empty also successful runs that ingested "
+        "nothing) of the given dataflows, one JSON object per line, ready for 'bulkretry retry'.",
+        epilog=_FAILED_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    failed.add_argument("--flow-id", action="append", required=True, metavar="ID",
+                        dest="flow_ids", help="a dataflow ID; repeat for several flows")
+    failed.add_argument("--since", metavar="TIME",
+                        help="only runs created at or after TIME: ISO 8601 or 90m, 24h, 7d")
+    failed.add_argument("--include-empty", action="store_true",
+                        help="also list successful runs that ingested zero records")
+    _api_flags(failed)
+    _pace_flags(failed)
+    _operator_flags(failed, progress=False)
+    failed.set_defaults(handler=commands.failed)
+
+
+def _api_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Flow Service (flag > environment > default)")
+    group.add_argument("--base-url", metavar="URL",
+                       help="Flow Service root (AEP_FLOW_SERVICE_URL; https, or http on loopback)")
+    group.add_argument("--ims-url", metavar="URL", help="IMS token endpoint (AEP_IMS_TOKEN_URL)")
+    group.add_argument("--org", metavar="ORG_ID", help="IMS org, x-gw-ims-org-id (AEP_ORG_ID)")
+    group.add_argument("--sandbox", metavar="NAME",
+                       help="sandbox, x-sandbox-name (AEP_SANDBOX_NAME, default: prod)")
+
+
+def _pace_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pace and retries")
+    group.add_argument("--rate", type=_rate, default=10.0, metavar="R",
+                       help="at most R requests started per second; 0 = no limit (default: 10)")
+    group.add_argument("--max-attempts", type=_positive_int, default=5, metavar="N",
+                       help="attempts per run ID, the first included (default: 5)")
+    group.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
+                       help="seconds for one request (default: 30)")
+
+
+def _operator_flags(parser: argparse.ArgumentParser, *, progress: bool) -> None:
+    group = parser.add_argument_group("terminal")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress and no closing summary on stderr (errors still shown)")
+    if progress:
+        group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                           help="live progress on stderr (default: when stderr is a terminal)")
+    group.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                       help="diagnostics on stderr from this level up (default: warning)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value

@@ -1,0 +1,64 @@
+"""A live progress line on stderr for a person at a terminal; silent for schedulers."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from typing import Final, TextIO
+
+from tqdm import tqdm
+
+from .outcomes import Outcome, Tally
+
+COUNT_LIMIT: Final = 256 * 1024 * 1024
+"""Count input lines for done/total only up to this many bytes; beyond, show a rate alone."""
+
+
+def count_run_lines(paths: Sequence[str]) -> int | None:
+    """Lines that may hold a run ID, when every input is a regular file of modest size."""
+    if not paths or "-" in paths:
+        return None
+    try:
+        infos = [os.stat(path) for path in paths]
+    except OSError:
+        return None
+    if not all(stat.S_ISREG(info.st_mode) for info in infos):
+        return None
+    if sum(info.st_size for info in infos) > COUNT_LIMIT:
+        return None
+    total = 0
+    for path in paths:
+        with open(path, "rb") as handle:  # noqa: PTH123 - a plain binary read
+            total += sum(1 for line in handle if (s := line.strip()) and not s.startswith(b"#"))
+    return total
+
+
+class Progress:
+    """done/total, rate, ETA and outcome counts, redrawn a few times a second."""
+
+    def __init__(self, stream: TextIO, total: int | None) -> None:
+        self._bar = tqdm(
+            total=total,
+            file=stream,
+            unit=" runs",
+            dynamic_ncols=True,
+            mininterval=0.25,
+            smoothing=0.05,
+            leave=False,
+        )
+
+    def advance(self, outcome: Outcome, tally: Tally) -> None:
+        """Count one final outcome."""
+        del outcome
+        counts = tally.counts
+        self._bar.set_postfix_str(
+            f"ok {counts['retriggered']} failed {counts['failed']} "
+            f"uncertain {counts['uncertain']} skipped {counts['skipped']}",
+            refresh=False,
+        )
+        self._bar.update(1)
+
+    def close(self) -> None:
+        """Erase the line, so the human summary takes its place."""
+        self._bar.close()
