@@ -9,9 +9,7 @@ The CLI is built on this API; use it directly to re-trigger from Python::
             print(outcome)
 """
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from .api import RetriggerJob, list_failed, retrigger
 from .config import ApiSettings, ClientCredentials, JobSettings, Secret, load_api_settings
@@ -29,8 +27,8 @@ from .errors import (
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Summary, Uncertain
 
 try:
-    __version__ = version("bulkretry")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("bulkretry")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
