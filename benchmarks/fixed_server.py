@@ -108,6 +108,7 @@ class Http(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        del exc
         self.transport = None
 
     def data_received(self, data: bytes) -> None:

@@ -1,8 +1,12 @@
 """When may the next request start? Two small meters, consulted in order.
 
-``Slowdown`` paces the job after 429s (AIMD: cut the pace by a fifth once per second of
-429s, add back one request per second for every second of successes), so a throttled
-job converges on what the server allows instead of hammering it.
+``Slowdown`` paces the job after 429s, so a throttled job converges on what the server
+allows instead of hammering it. Once per second it looks at the share of starts that
+were answered 429 (DCTCP's marked fraction, RFC 8257 section 3.3): above a tenth, it
+cuts the pace by half that share, so a server far over its limit is met at once and a
+stray 429 costs little; at or below a tenth, the pace grows by a quarter, and every
+success adds a little more, until the slow-down lets go. A share threshold rather than
+"any 429" keeps a few unrelated 429s from dragging a fast job down to a crawl.
 
 ``Pace`` enforces ``--rate R``: an aiolimiter leaky bucket of capacity one that drains
 in ``(1 + margin) / R`` seconds. Capacity one means no burst at start, and any R + 1
@@ -23,10 +27,16 @@ from aiolimiter import AsyncLimiter
 MARGIN: Final = 0.02
 """Slack per one-second window: 2 % of the rate, or 20 ms of arrival jitter."""
 
-_CUT: Final = 0.8
-_FLOOR: Final = 0.5
-_GAIN: Final = 1.0
+_WINDOW: Final = 1.0
+"""Seconds of starts and 429s the share is measured over."""
 _COOLDOWN: Final = 1.0
+"""At most one change of pace per this many seconds: let the last change show its effect."""
+_QUIET: Final = 0.1
+"""A share of 429s at or below this is noise, not a limit: speed up rather than cut."""
+_GROWTH: Final = 1.25
+_GAIN: Final = 1.0
+"""Requests per second added back per second of successes, on top of ``_GROWTH``."""
+_FLOOR: Final = 0.5
 
 
 class Pace:
@@ -42,39 +52,59 @@ class Pace:
 
 
 class Slowdown:
-    """Job-wide pace that engages on a 429 and recovers as answers succeed."""
+    """Job-wide pace that engages when 429s are a real share, and recovers as they fade."""
 
     def __init__(self, ceiling: float) -> None:
         self._ceiling = ceiling or math.inf
         self.rate: float | None = None  # requests per second while slowed, None when not
         self._release = math.inf
         self._next_slot = 0.0
-        self._last_cut = -math.inf
-        self._recent: deque[float] = deque()
+        self._last_change = -math.inf
+        self._starts: deque[float] = deque()
+        self._throttles: deque[float] = deque()
 
     def started(self, now: float) -> None:
-        """Count a start, to know the pace actually achieved when a 429 arrives."""
-        recent = self._recent
-        recent.append(now)
-        while recent[0] <= now - 1.0:
-            recent.popleft()
+        """Count a start; while slowed, this is also when the pace may grow."""
+        self._starts.append(now)
+        self._forget(now)
+        if self.rate is not None:
+            self._adjust(now)
 
     def throttled(self, now: float) -> None:
-        """A 429 arrived: slow down, at most once per cooldown."""
-        if now - self._last_cut < _COOLDOWN:
-            return
-        achieved = self.rate or max(float(len(self._recent)), _FLOOR)
-        if self.rate is None:
-            self._release = min(self._ceiling, achieved * 2)
-        self.rate = max(_FLOOR, achieved * _CUT)
-        self._last_cut = now
+        """A 429 arrived: count it, and cut the pace if 429s are more than noise."""
+        self._throttles.append(now)
+        self._forget(now)
+        self._adjust(now)
 
     def succeeded(self) -> None:
         """An answer that was not a 429: speed up a little."""
         if self.rate is not None:
-            self.rate += _GAIN / self.rate
-            if self.rate >= self._release:
-                self.rate = None
+            self._set(self.rate + _GAIN / self.rate)
+
+    def _forget(self, now: float) -> None:
+        for window in (self._starts, self._throttles):
+            while window and window[0] <= now - _WINDOW:
+                window.popleft()
+
+    def _adjust(self, now: float) -> None:
+        """At most once per cooldown: cut by half the 429 share (RFC 8257), or grow."""
+        if now - self._last_change < _COOLDOWN:
+            return
+        starts = max(len(self._starts), len(self._throttles), 1)
+        share = len(self._throttles) / starts
+        if share > _QUIET:
+            base = self.rate
+            if base is None:  # engage at the pace the server just saw
+                base = max(float(starts), _FLOOR)
+                self._release = min(self._ceiling, base * 2)
+            self.rate = max(_FLOOR, base * (1 - share / 2))
+            self._last_change = now
+        elif self.rate is not None:
+            self._set(self.rate * _GROWTH)
+            self._last_change = now
+
+    def _set(self, rate: float) -> None:
+        self.rate = None if rate >= self._release else rate
 
     async def wait(self) -> None:
         """Return at this request's reserved slot while slowed; at once otherwise."""

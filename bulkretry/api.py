@@ -14,17 +14,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .config import ApiSettings, JobSettings
 from .discovery import Lister, ListingSettings
-from .flowservice import FlowService, make_tokens, open_session
 from .journal import Journal, read_journal
 from .outcomes import Outcome, Skipped
 from .pipeline import Pipeline, Stopper
 from .retrying import Backoff
+
+if TYPE_CHECKING:
+    from .flowservice import FlowService
 
 _OUT_BUFFER = 256
 _log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ class RetriggerJob:
     """A running job: iterate it for outcomes, ``stop()`` it to wind down gracefully."""
 
     def __init__(
-        self, outcomes: ObjectReceiveStream[Outcome], stopper: Stopper, client: FlowService | None
+        self, outcomes: MemoryObjectReceiveStream[Outcome], stopper: Stopper, client: FlowService | None
     ) -> None:
         self._outcomes = outcomes
         self._stopper = stopper
@@ -42,6 +45,11 @@ class RetriggerJob:
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
         return self._outcomes.__aiter__()
+
+    @property
+    def idle(self) -> bool:
+        """True when no outcome is waiting: a good moment to flush output."""
+        return self._outcomes.statistics().current_buffer_used == 0
 
     def stop(self) -> None:
         """Send nothing new; in-flight requests finish and every run ID still gets an outcome."""
@@ -81,6 +89,8 @@ async def retrigger(
             _log.info("journal %s: %d run IDs recorded earlier", settings.journal, len(previous))
         client = None
         if not settings.dry_run:
+            from .flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - a dry run never loads aiohttp
+
             if api is None:
                 raise ValueError("api settings are required unless dry_run is set")
             session = await stack.enter_async_context(
@@ -104,6 +114,8 @@ async def list_failed(
     api: ApiSettings, settings: ListingSettings, *, backoff: Backoff | None = None
 ) -> AsyncIterator[Lister]:
     """A lister over the flows in ``settings``; iterate ``lister.records()`` for retryable runs."""
+    from .flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - see retrigger
+
     backoff = backoff or Backoff()
     concurrency = max(2, min(len(settings.flow_ids), 32))
     async with open_session(concurrency, settings.timeout) as session:

@@ -42,6 +42,8 @@ async def run_demo(out: BinaryIO) -> tuple[int, None]:
                 report = Report(out, job.secrets)
                 async for outcome in job:
                     report.outcome(outcome)
+                    if job.idle:
+                        report.flush()
         summary = report.summary(time.monotonic() - started)
     twice = [run for run, count in emulator.stats.retriggers.items() if count > 1]
     print(  # noqa: T201

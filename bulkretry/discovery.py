@@ -11,15 +11,17 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from anyio.abc import ObjectSendStream
 
 from .admission import Admission
 from .errors import APIError, BulkRetryError, UsageError
-from .flowservice import FlowService
 from .retrying import Backoff, Verdict, classify
+
+if TYPE_CHECKING:
+    from .flowservice import FlowService
 
 _DURATION: Final = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

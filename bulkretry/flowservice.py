@@ -28,14 +28,27 @@ RETRIGGER_OP: Final = "re-trigger"
 
 _CONNECT_TIMEOUT_MAX: Final = 10.0
 
+_PROFILE_HINT: Final = (
+    "check --org/AEP_ORG_ID (the ID ends in @AdobeOrg) and that the credentials' "
+    "Developer Console project has an Experience Platform product profile"
+)
+_SANDBOX_HINT: Final = (
+    "check --sandbox/AEP_SANDBOX_NAME (lower case, e.g. prod) and that the product profile "
+    "grants Flow Service access in that sandbox"
+)
 HINTS: Final[Mapping[str, str]] = {
+    "400003": "a required header is missing: check --org/AEP_ORG_ID",
     "401013": "the access token is invalid or expired",
+    "403000": "no x-api-key was sent: set AEP_API_KEY or AEP_CLIENT_ID",
     "403003": "the API key (x-api-key) is not the client ID of the credentials",
     "403010": "no access token was sent",
-    "403025": "check --org/AEP_ORG_ID and that the credentials' product profile grants "
-    "Flow Service access in this sandbox",
-    "400003": "a required header is missing: check --org and --sandbox",
+    "403025": "wrong organization or no Experience Platform access: " + _PROFILE_HINT,
+    "403027": "malformed organization ID or no Experience Platform product profile: "
+    + _PROFILE_HINT,
+    "FLOW-1106-403": _SANDBOX_HINT,
+    "FLOW-1606-403": _SANDBOX_HINT,
 }
+"""Advice appended to the API's own ``code: message`` for the refusals users hit most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +170,12 @@ def _api_error(status: int, body: bytes, headers: Mapping[str, str]) -> APIError
 
 
 def error_words(status: int, body: bytes) -> tuple[str | None, str]:
-    """The API's own code and message, from a gateway or a service error body."""
+    """The API's own code and message, from a gateway, Flow Service or generic error body.
+
+    Gateway: ``{"error_code", "message"}``. Flow Service: ``type`` ends in
+    ``FLOW-<code>-<status>``, the message is ``errorMessage`` or ``report.detailed-message``
+    (there is no ``detail``). Generic Platform errors: RFC 7807 ``title`` and ``detail``.
+    """
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -166,8 +184,7 @@ def error_words(status: int, body: bytes) -> tuple[str | None, str]:
         if "error_code" in answer:
             return str(answer["error_code"]), str(answer.get("message") or "")
         if "type" in answer or "title" in answer:
-            kind = str(answer.get("type") or "").rstrip("/").rsplit("/", 1)[-1]
-            return kind or None, str(answer.get("detail") or answer.get("title") or "")
+            return _problem_words(answer)
         if "message" in answer:
             return None, str(answer["message"])
     try:
@@ -175,6 +192,18 @@ def error_words(status: int, body: bytes) -> tuple[str | None, str]:
     except ValueError:
         phrase = "unexpected status"
     return None, f"HTTP {status} {phrase}"
+
+
+def _problem_words(answer: Mapping[str, Any]) -> tuple[str | None, str]:
+    kind = str(answer.get("type") or "").rstrip("/").rsplit("/", 1)[-1]
+    title = str(answer.get("title") or "")
+    code = kind if any(c.isdigit() for c in kind) else (title or None)
+    report = answer.get("report")
+    detailed = report.get("detailed-message") if isinstance(report, dict) else None
+    for message in (answer.get("detail"), answer.get("errorMessage"), detailed):
+        if isinstance(message, str) and message:
+            return code, message
+    return (code, title) if code != title else (None, title)
 
 
 def make_tokens(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -19,14 +19,19 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .admission import Admission
 from .config import JobSettings
+from .dedup import SeenIds
 from .errors import APIError, BulkRetryError
-from .flowservice import FlowService
 from .journal import Journal, Record
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from .retrying import Backoff, Verdict, classify
 from .sources import check_run_id
 
+if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
+    from .flowservice import FlowService
+
 _log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FATAL_AFTER: Final = 3
 """Consecutive 401/403 refusals after which no further request is worth sending."""
@@ -87,7 +92,7 @@ class Pipeline:
         self._previous = previous or {}
         self._backoff = backoff or Backoff()
         self._admission = Admission(settings.rate)
-        self._seen: set[str] = set()
+        self._seen = SeenIds()
         self._refusals = 0
         self._fatal: str | None = None
 
@@ -114,24 +119,19 @@ class Pipeline:
     async def _produce(
         self,
         items: AsyncIterator[str | Skipped],
-        work: ObjectSendStream[str],
-        out: ObjectSendStream[Outcome],
+        work: MemoryObjectSendStream[str],
+        out: MemoryObjectSendStream[Outcome],
     ) -> None:
-        # A stop cancels the wait for more input; routing an item already read is shielded,
-        # so it still gets its one outcome.
+        # A stop cancels the wait for more input. An item already read is never lost: it is
+        # handed on without waiting when there is room, and under a shield when there is not.
         with self.stopper.interruptible():
             async for item in items:
-                with anyio.CancelScope(shield=True):
-                    await self._route(item, work, out)
-
-    async def _route(
-        self, item: str | Skipped, work: ObjectSendStream[str], out: ObjectSendStream[Outcome]
-    ) -> None:
-        outcome = self._screen(item)
-        if outcome is None:
-            await work.send(item)  # type: ignore[arg-type]  # screened: a valid, new run ID
-        else:
-            await out.send(outcome)
+                outcome = self._screen(item)
+                if outcome is None:
+                    assert isinstance(item, str)  # screened: a valid, new run ID
+                    await _hand_on(work, item)
+                else:
+                    await _hand_on(out, outcome)
 
     def _screen(self, item: str | Skipped) -> Outcome | None:
         """The outcome that needs no request, or None when the run ID should be sent."""
@@ -140,9 +140,8 @@ class Pipeline:
         checked = check_run_id(item)
         if isinstance(checked, Skipped):
             return checked
-        if item in self._seen:
+        if not self._seen.add(item):
             return Skipped(item, "duplicate")
-        self._seen.add(item)
         if (record := self._previous.get(item)) is not None:
             resumed = self._resume(item, record)
             if resumed is not None:
@@ -233,6 +232,14 @@ class Pipeline:
         if self._journal is not None:
             self._journal.outcome(outcome)
         return outcome
+
+
+async def _hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        with anyio.CancelScope(shield=True):
+            await stream.send(item)
 
 
 async def _aiter(

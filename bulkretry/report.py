@@ -53,14 +53,42 @@ class Redactor:
         return text
 
 
+class _Lines:
+    """A structlog logger that collects rendered lines until ``flush`` writes them at once.
+
+    structlog's ``BytesLogger`` flushes every line: one syscall per run ID. Batching while
+    outcomes keep coming, and flushing whenever the job has nothing more ready, keeps pipes
+    streaming without the per-line cost.
+    """
+
+    __slots__ = ("_out", "_pending")
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._pending: list[bytes] = []
+
+    def msg(self, message: bytes) -> None:
+        self._pending.append(message)
+
+    info = warning = error = msg
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending.append(b"")
+            self._out.write(b"\n".join(self._pending))
+            self._out.flush()
+            self._pending.clear()
+
+
 class Report:
     """Writes outcome lines and the summary; counts what it wrote."""
 
     def __init__(self, out: BinaryIO, secrets: Callable[[], Iterable[str]] = tuple) -> None:
         self.tally = Tally()
         self.redactor = Redactor(secrets)
+        self._lines = _Lines(out)
         self._log = structlog.wrap_logger(
-            structlog.BytesLogger(out),
+            self._lines,
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
                 _leading,
@@ -81,9 +109,14 @@ class Report:
         self.tally.add(outcome)
         self._methods[outcome.level](outcome.event, **outcome_fields(outcome))
 
+    def flush(self) -> None:
+        """Write the lines rendered so far; call it when no outcome is ready."""
+        self._lines.flush()
+
     def summary(self, elapsed_s: float) -> Summary:
         """The last line: counts over everything written."""
         summary = self.tally.summary(elapsed_s)
         fields = {name: getattr(summary, name) for name in summary.__slots__}
         self._log.info(summary.event, **fields)
+        self.flush()
         return summary

@@ -44,7 +44,7 @@ class _Ceiling(random.Random):
 
 
 def full_backoff(base: float) -> Backoff:
-    """Backoff with deterministic waits: base, 2·base, 4·base, …"""
+    """Backoff with deterministic waits: base, then twice that, and so on."""
     return Backoff(base=base, rng=_Ceiling())
 
 
@@ -63,8 +63,9 @@ def oauth_settings(server: Server, secret: str = CLIENT_SECRET) -> ApiSettings:
 
 def oauth_env(server: Server, **extra: str) -> dict[str, str]:
     """CLI environment with client credentials instead of a static token."""
-    return cli_env(server, AEP_ACCESS_TOKEN="", AEP_API_KEY="", AEP_CLIENT_ID=API_KEY,
-                   AEP_CLIENT_SECRET=CLIENT_SECRET, **extra)
+    oauth = {"AEP_ACCESS_TOKEN": "", "AEP_API_KEY": "", "AEP_CLIENT_ID": API_KEY,
+             "AEP_CLIENT_SECRET": CLIENT_SECRET}
+    return cli_env(server, **(oauth | extra))
 
 
 def issued(emulator: Emulator) -> set[str]:
@@ -110,7 +111,7 @@ class ScriptedIms:
                             content_type="application/json")
 
 
-def granted(token: str, expires_in: Any = 86399) -> tuple[int, Any, dict[str, str]]:  # noqa: ANN401
+def granted(token: str, expires_in: Any = 86399) -> tuple[int, Any, dict[str, str]]:
     """A 200 token answer, as IMS gives it."""
     return 200, {"access_token": token, "token_type": "bearer", "expires_in": expires_in}, {}
 
@@ -156,7 +157,7 @@ async def test_token_form_has_exactly_the_four_client_credentials_fields():
 
 @pytest.mark.parametrize(
     ("env_scopes", "sent"),
-    [(None, DEFAULT_SCOPES), ("openid,AdobeID,read_organizations", "openid,AdobeID,read_organizations")],
+    [(None, DEFAULT_SCOPES), ("openid,AdobeID,read_organizations",) * 2],
 )
 async def test_scopes_come_from_aep_scopes_or_the_default(emulator, server, env_scopes, sent):
     """AEP_SCOPES is sent verbatim as the scope; without it, the contract's default list."""
@@ -244,7 +245,7 @@ async def test_the_token_is_refreshed_ahead_of_its_expiry():
 
 
 async def test_a_failed_early_refresh_keeps_the_valid_token_until_it_expires():
-    """If IMS fails inside the refresh margin the old token keeps working; after expiry, AuthError."""
+    """IMS failing inside the refresh margin: the old token serves until expiry, then AuthError."""
     down = (503, {"error": "temporarily_unavailable"}, {})
     async with scripted_ims(granted("first", 2), down) as ims, \
             ims_tokens(ims.url, attempts=2) as tokens:
@@ -323,19 +324,20 @@ async def test_a_401_with_an_issued_token_refreshes_once_and_resends():
         yield "after-expiry"
 
     async with running(emulator) as server:
-        settings = JobSettings(rate=0, concurrency=1)
-        async with bulkretry.retrigger(ids(), oauth_settings(server), settings, backoff=FAST) as job:
+        api, settings = oauth_settings(server), JobSettings(rate=0, concurrency=1)
+        async with bulkretry.retrigger(ids(), api, settings, backoff=FAST) as job:
             outcomes = {o.run_id: o async for o in job}
     assert all(isinstance(o, Retriggered) and o.attempts == 1 for o in outcomes.values())
     assert emulator.stats.retriggers == {"before-expiry": 1, "after-expiry": 1}
     assert emulator.stats.token_requests == 2
     assert emulator.stats.responses[401] == 1
-    sent = [r.headers["authorization"] for r in emulator.stats.requests if r.run_id == "after-expiry"]
+    sent = [r.headers["authorization"] for r in emulator.stats.requests
+            if r.run_id == "after-expiry"]
     assert len(sent) == 2 and sent[0] != sent[1]
 
 
 async def test_tokens_expiring_every_1_5_s_over_300_ids_apply_each_once_without_a_storm():
-    """A ~6 s job whose tokens die every 1.5 s: every ID exactly once, ~one IMS request per lifetime."""
+    """Tokens dying every 1.5 s in a 6 s job: each ID applied once, ~one IMS request a lifetime."""
     lifetime = 1.5
     emulator = make_emulator(token_lifetime=lifetime)
     ids = [f"long-{n}" for n in range(300)]
@@ -346,7 +348,7 @@ async def test_tokens_expiring_every_1_5_s_over_300_ids_apply_each_once_without_
             outcomes = [o async for o in job]
         elapsed = time.monotonic() - started
     assert elapsed > 5
-    assert all(isinstance(o, Retriggered) for o in outcomes), [o for o in outcomes if not isinstance(o, Retriggered)][:3]
+    assert [o for o in outcomes if not isinstance(o, Retriggered)] == []
     assert emulator.stats.retriggers == dict.fromkeys(ids, 1)
     assert emulator.stats.responses[401] >= 1  # tokens really expired under the job
     assert emulator.stats.token_requests <= elapsed / lifetime * 1.25 + 2
@@ -402,7 +404,7 @@ async def test_connection_refused_is_retried_then_auth_error():
     url = f"http://127.0.0.1:{closed_port()}/ims/token/v3"
     async with ims_tokens(url, attempts=3, backoff=full_backoff(0.05)) as tokens:
         started = time.monotonic()
-        with pytest.raises(AuthError, match="cannot get a token from IMS.*ClientConnectorError"):
+        with pytest.raises(AuthError, match=r"cannot get a token from IMS.*ClientConnectorError"):
             await tokens.token()
         assert time.monotonic() - started >= 0.05 + 0.1
 
@@ -410,7 +412,7 @@ async def test_connection_refused_is_retried_then_auth_error():
 async def test_ims_refusing_the_credentials_is_an_auth_error_at_once(emulator, server):
     """A wrong secret is a 400 from IMS: AuthError on the first answer, no retries."""
     async with ims_tokens(server.ims_url, secret="wrong-secret-123", attempts=5) as tokens:
-        with pytest.raises(AuthError, match="IMS refused the credentials.*invalid_client"):
+        with pytest.raises(AuthError, match=r"IMS refused the credentials.*invalid_client"):
             await tokens.token()
     assert emulator.stats.token_requests == 1
 
@@ -434,7 +436,7 @@ async def test_an_ims_redirect_is_an_auth_error_at_once():
 
 @pytest.mark.parametrize("expires_in", [0, -5, "nan", "inf", None, "soon"])
 async def test_an_unusable_expires_in_is_an_auth_error(expires_in):
-    """A token announced as already expired, or with no sane lifetime, is refused, not stormed on."""
+    """A token announced as already expired, or with no sane lifetime, is refused, not reused."""
     async with scripted_ims(granted("odd", expires_in)) as ims, ims_tokens(ims.url) as tokens:
         with pytest.raises(AuthError, match="expire"):
             await tokens.token()
@@ -505,7 +507,7 @@ def test_cli_wrong_secret_exits_2_saying_so_and_sends_nothing(emulator, thread_s
 
 
 def test_cli_ims_unreachable_exits_2_quickly(emulator, thread_server):
-    """Nothing listening at AEP_IMS_TOKEN_URL: exit 2 within seconds, saying IMS cannot be reached."""
+    """Nothing listening at AEP_IMS_TOKEN_URL: exit 2 within seconds, saying IMS is unreachable."""
     env = oauth_env(thread_server, AEP_IMS_TOKEN_URL=f"http://127.0.0.1:{closed_port()}/ims/token/v3")
     started = time.monotonic()
     result = run_cli(["retry", "--max-attempts", "2"], env=env, stdin=b"u-1\n", timeout=30)

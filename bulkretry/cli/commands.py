@@ -11,7 +11,7 @@ import time
 from collections.abc import Coroutine
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import anyio
 import orjson
@@ -21,10 +21,12 @@ from ..config import ApiSettings, JobSettings, load_api_settings
 from ..discovery import ListingSettings, parse_since
 from ..errors import UsageError
 from ..outcomes import Summary
-from ..progress import Progress, count_run_lines
 from ..report import Report
 from ..sources import InputFiles
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
+
+if TYPE_CHECKING:
+    from ..progress import Progress
 
 T = TypeVar("T")
 
@@ -50,6 +52,8 @@ def retry(args: argparse.Namespace) -> int:
         out = stack.enter_context(_open_output(args.output))
         progress = None
         if show_progress:
+            from ..progress import Progress, count_run_lines  # noqa: PLC0415 - terminals only
+
             progress = Progress(sys.stderr, count_run_lines(args.paths))
             stack.callback(progress.close)
         code, summary = _run(_retry_job(inputs, api_settings, settings, out, progress))
@@ -72,6 +76,8 @@ async def _retry_job(
             signals.start_soon(_stop_on_signal, job)
             async for outcome in job:
                 report.outcome(outcome)
+                if job.idle:
+                    report.flush()
                 if progress is not None:
                     progress.advance(outcome, report.tally)
             signals.cancel_scope.cancel()

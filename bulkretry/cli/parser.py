@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Final
 
 from .. import __version__
-from . import commands
+from .commands import demo as run_demo
+from .commands import failed as run_failed
+from .commands import retry as run_retry
 from .console import LOG_LEVELS
 
 _RETRY_EPILOG: Final = """\
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the embedded Flow Service emulator on a loopback port, retry "
         "samples/run-ids.txt through the real pipeline, print the JSON lines.",
     )
-    demo.set_defaults(handler=commands.demo)
+    demo.set_defaults(handler=run_demo)
     return parser
 
 
@@ -83,7 +85,7 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     job.add_argument("--output", type=Path, metavar="PATH",
                      help="write the JSON lines here instead of stdout (truncated first)")
     _operator_flags(retry, progress=True)
-    retry.set_defaults(handler=commands.retry)
+    retry.set_defaults(handler=run_retry)
 
 
 def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,7 +106,7 @@ def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     _api_flags(failed)
     _pace_flags(failed)
     _operator_flags(failed, progress=False)
-    failed.set_defaults(handler=commands.failed)
+    failed.set_defaults(handler=run_failed)
 
 
 def _api_flags(parser: argparse.ArgumentParser) -> None:

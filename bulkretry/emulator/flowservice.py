@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from bulkretry.emulator.listing import BadQueryError, page
+from bulkretry.emulator.listing import BadQueryError, count, page
 from bulkretry.emulator.model import RecordedRequest
 from bulkretry.emulator.replies import (
     Dropped,
@@ -16,6 +16,7 @@ from bulkretry.emulator.replies import (
     garbled,
     gateway_error,
     json_reply,
+    platform_error,
     service_error,
     throttled,
 )
@@ -28,9 +29,21 @@ if TYPE_CHECKING:
 
 BASE_PATH: Final = "/data/foundation/flowservice"
 _RETRIGGER_OPS: Final = frozenset({"re-trigger", "RE_TRIGGER"})
+#: What Adobe uses when ``x-sandbox-name`` is absent.
+DEFAULT_SANDBOX: Final = "prod"
+#: Methods whose payload must be declared ``application/json`` (troubleshooting guide).
+_WITH_PAYLOAD: Final = frozenset({"POST", "PUT", "PATCH"})
 #: Longer than any client timeout; the handler is woken when the server stops.
 _HANG_SECONDS: Final = 3600.0
 EMULATOR: Final = web.AppKey["Emulator"]("emulator")
+_INTERNAL: Final = (
+    "An internal error has occurred. Please try again and contact customer support if the "
+    "problem persists."
+)
+_UNAVAILABLE: Final = (
+    "The service is temporarily unavailable. Please try again and contact customer support "
+    "if the problem persists."
+)
 
 
 def _record(request: web.Request) -> RecordedRequest:
@@ -48,24 +61,44 @@ def _record(request: web.Request) -> RecordedRequest:
 def _gateway_refusal(  # noqa: PLR0911 - one return per gateway check, in its order
     emu: Emulator, request: web.Request
 ) -> web.Response | None:
-    """Refuse as Adobe I/O does before the service sees the request, in the gateway's order."""
+    """Refuse as Adobe I/O does before the service sees the request, in the gateway's order.
+
+    Codes and messages are the troubleshooting guide's. ``x-sandbox-name`` is optional in
+    the OpenAPI file: without it the organisation's default sandbox (``prod``) is used.
+    """
     headers = request.headers
     authorization = headers.get("Authorization")
     if authorization is None:
-        return gateway_error("403010", 403, "Oauth token is missing")
+        return gateway_error("403010", 403, "Oauth token is missing.")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not emu.tokens.valid(token.strip()):
         return gateway_error("401013", 401, "Oauth token is not valid")
-    if headers.get("x-api-key") != emu.api_key:
+    api_key = headers.get("x-api-key")
+    if not api_key:
+        return gateway_error("403000", 403, "Api Key is required")
+    if api_key != emu.api_key:
         return gateway_error("403003", 403, "Api Key is invalid")
-    for name in ("x-gw-ims-org-id", "x-sandbox-name"):
-        if not headers.get(name):
-            return gateway_error("400003", 400, f"Missing required header {name}")
-    if headers["x-gw-ims-org-id"] != emu.org_id:
+    org_id = headers.get("x-gw-ims-org-id")
+    if not org_id:
+        return gateway_error("400003", 400, "Missing header")
+    if not org_id.endswith("@AdobeOrg"):
+        return gateway_error("403027", 403, "User region is missing")
+    if org_id != emu.org_id:
         return gateway_error("403025", 403, "Profile is not valid")
-    sandbox = headers["x-sandbox-name"]
+    sandbox = headers.get("x-sandbox-name") or DEFAULT_SANDBOX
     if sandbox != emu.sandbox:
-        return service_error("FLOW-0001", 403, f"Sandbox {sandbox} is not accessible")
+        message = (
+            f"The requested operation is forbidden. Sandbox {sandbox} is not accessible "
+            "with the provided credentials."
+        )
+        return service_error("FLOW-1106", 403, message)
+    return None
+
+
+def _content_type_refusal(request: web.Request) -> web.Response | None:
+    """POST, PUT and PATCH must say ``Content-Type: application/json``, body or not."""
+    if request.method in _WITH_PAYLOAD and request.content_type != "application/json":
+        return platform_error(400, "BadRequestError", "A valid content-type must be specified")
     return None
 
 
@@ -76,19 +109,25 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
     emu.stats.requests.append(_record(request))
     if emu.faults.latency:
         await asyncio.sleep(emu.faults.latency)
-    response = _gateway_refusal(emu, request) or await handler(request)
+    response = (
+        _gateway_refusal(emu, request) or _content_type_refusal(request) or await handler(request)
+    )
     emu.stats.responses[0 if isinstance(response, Dropped) else response.status] += 1
     return response
 
 
 def _not_found(run_id: str) -> web.Response:
-    return service_error("FLOW-1105", 404, f"No run found with id {run_id}")
+    message = (
+        f"The requested runs resource {run_id} is not found. "
+        "Verify the resource ID before trying again."
+    )
+    return service_error("FLOW-1439", 404, message)
 
 
 async def _after_fault(request: web.Request, emu: Emulator, fault: str) -> web.StreamResponse:
     """Misbehave once the re-trigger has been applied."""
     if fault == "error_after":
-        return service_error("FLOW-1000", 500, "An unexpected error occurred")
+        return service_error("FLOW-1101", 500, _INTERNAL)
     if fault == "garbled_after":
         return garbled()
     if fault == "timeout_after":
@@ -101,7 +140,7 @@ def _before_fault(request: web.Request, faults: Faults, fault: str) -> web.Strea
     if fault == "throttle":
         return throttled(faults.retry_after)
     if fault == "unavailable":
-        return service_error("FLOW-1000", 503, "The service is temporarily unavailable")
+        return service_error("FLOW-1103", 503, _UNAVAILABLE)
     return drop(request)
 
 
@@ -110,9 +149,15 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
     emu = request.app[EMULATOR]
     run_id = request.match_info["run_id"]
     op = request.query.get("op")
+    if not op:
+        message = "The query param : op cannot be empty. Please provide valid op and try again."
+        return service_error("FLOW-1334", 400, message)
     if op not in _RETRIGGER_OPS:
-        detail = f"Invalid value '{op}' for query parameter 'op'; supported: re-trigger"
-        return service_error("FLOW-1101", 400, detail)
+        message = (
+            f"The provided flow run action={op} is not supported. "
+            "Please provide a valid flow run action and try again."
+        )
+        return service_error("FLOW-1401", 400, message)
     faults = emu.faults
     if emu.plan.over_rate(faults, time.monotonic()):
         return throttled(1)
@@ -123,8 +168,11 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
     if run is None:
         return _not_found(run_id)
     if not run.retriable:
-        detail = f"Run {run_id} is not in a state that can be re-triggered"
-        return service_error("FLOW-1120", 400, detail)
+        message = (
+            f"The flowRunId={run_id} is in an invalid state={run.status} for re-triggering. "
+            "Please try again after some time and contact customer support if the problem persists."
+        )
+        return service_error("FLOW-1387", 400, message)
     new_run = emu.retrigger(run)
     if fault != "ok":
         return await _after_fault(request, emu, fault)
@@ -146,9 +194,12 @@ async def _list_runs(request: web.Request) -> web.StreamResponse:
     if fault in {"throttle", "unavailable", "drop_before"}:
         return _before_fault(request, emu.faults, fault)
     try:
+        if request.query.get("count") == "true":
+            return json_reply({"count": count(emu.runs.values(), request.query)})
         listed = page(emu.runs.values(), request.query)
     except BadQueryError as exc:
-        return service_error("FLOW-1102", 400, str(exc))
+        message = f"The request could not be processed. {exc}"
+        return service_error("FLOW-1100", 400, message)
     if fault != "ok":
         return await _after_fault(request, emu, fault)
     links = {} if listed.next_href is None else {"next": {"href": listed.next_href}}

@@ -63,6 +63,7 @@ def make_token_handler(emu: Emulator) -> web.RouteDef:
 
     async def token(request: web.Request) -> web.StreamResponse:
         emu.stats.token_requests += 1
+        emu.stats.token_content_types.append(request.content_type)
         form = await request.post()
         params = {**request.query, **{k: v for k, v in form.items() if isinstance(v, str)}}
         emu.stats.token_scopes.append(params.get("scope", ""))

@@ -33,6 +33,8 @@ _TEXT_FIELDS: Final[dict[str, Callable[[Run], str]]] = {
 }
 _NUMBER_FIELDS: Final[dict[str, Callable[[Run], int]]] = {
     "createdAt": lambda run: run.created_ms,
+    # The sort-and-filter guide's own example bounds runs by start time.
+    "metrics.durationSummary.startedAtUTC": lambda run: run.created_ms,
     "metrics.recordSummary.outputRecordCount": lambda run: run.output_records or 0,
 }
 _COMPARE: Final[dict[str, Callable[[int, int], bool]]] = {
@@ -98,6 +100,12 @@ class Page:
 
     items: list[Run]
     next_href: str | None
+
+
+def count(runs: Iterable[Run], query: MultiMapping[str]) -> int:
+    """``count=true``: how many runs match the filters; the API then lists no items."""
+    keep = parse_properties(query.getall("property", []))
+    return sum(1 for run in runs if keep(run))
 
 
 def page(runs: Iterable[Run], query: MultiMapping[str]) -> Page:

@@ -89,6 +89,8 @@ class Run:
             "updatedAt": finished,
             "createdBy": "acp_foundation_connectors@AdobeID",
             "createdClient": "acp_foundation_connectors",
+            "updatedBy": "acp_foundation_connectors@AdobeID",
+            "updatedClient": "acp_foundation_connectors",
             "metrics": {
                 "durationSummary": duration,
                 "sizeSummary": {"inputBytes": self.input_records * 512, "outputBytes": 0},
@@ -141,7 +143,8 @@ class Stats:
     ``retriggers`` counts re-triggers *applied* per original run ID: a value above 1 is a
     duplicate ingestion. ``requests`` and ``responses`` cover Flow Service traffic only,
     so "nothing was sent" reads as an empty list; ``responses`` counts dropped connections
-    under 0. IMS traffic shows in ``token_requests`` and ``token_scopes``.
+    under 0. IMS traffic shows in ``token_requests``, ``token_scopes`` and
+    ``token_content_types`` (IMS wants a form, not JSON).
     """
 
     retriggers: Counter[str] = field(default_factory=Counter)
@@ -149,6 +152,7 @@ class Stats:
     responses: Counter[int] = field(default_factory=Counter)
     token_requests: int = 0
     token_scopes: list[str] = field(default_factory=list)
+    token_content_types: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
         """Start a test phase from zero without rebuilding the emulator."""
@@ -157,3 +161,4 @@ class Stats:
         self.responses.clear()
         self.token_requests = 0
         self.token_scopes.clear()
+        self.token_content_types.clear()

@@ -1,18 +1,25 @@
-"""Answers in the two error dialects Adobe speaks, and the non-answer of a dropped connection."""
+"""Answers in the three error dialects Adobe speaks, and the non-answer of a dropped connection.
+
+Gateway refusals are ``{"error_code", "message"}``; Flow Service refusals carry a
+``FLOW-<code>-<status>`` type URI and their message in ``errorMessage``; a few generic
+Platform refusals are RFC 7807 with ``detail``. Codes follow Adobe's published catalogs.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 _ERRORS = "https://ns.adobe.com/aep/errors/"
+#: Titles from Adobe's "Sources error messages" catalog, keyed by status.
 _TITLES = {
     400: "Bad Request",
     403: "Forbidden",
-    404: "Not Found",
-    500: "Internal Server Error",
+    404: "Resource not found",
+    500: "Internal Error",
     503: "Service Unavailable",
 }
 
@@ -28,14 +35,26 @@ def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = No
     )
 
 
-def service_error(code: str, status: int, detail: str) -> web.Response:
-    """Answer as Flow Service itself refuses (RFC 7807 style, with an ``FLOW-…`` type)."""
+def service_error(code: str, status: int, message: str) -> web.Response:
+    """Refuse as Flow Service itself does: ``FLOW-<code>-<status>`` and no ``detail`` field.
+
+    The shape is the one Adobe's access-label tutorial quotes: the message sits in
+    ``report.detailed-message``, ``errorMessage`` and ``errorDetails``.
+    """
     body = {
         "type": f"{_ERRORS}{code}-{status}",
-        "status": status,
         "title": _TITLES[status],
-        "detail": detail,
+        "status": status,
+        "report": {"detailed-message": message, "request-id": str(uuid.uuid4())},
+        "errorMessage": message,
+        "errorDetails": message,
     }
+    return json_reply(body, status)
+
+
+def platform_error(status: int, title: str, detail: str) -> web.Response:
+    """Refuse in the generic RFC 7807 dialect the troubleshooting guide quotes."""
+    body = {"type": "/placeholder/type/uri", "status": status, "title": title, "detail": detail}
     return json_reply(body, status)
 
 
