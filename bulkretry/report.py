@@ -16,6 +16,10 @@ from structlog.typing import EventDict, WrappedLogger
 from .outcomes import Outcome, Summary, Tally, outcome_fields
 
 REDACTED: Final = "[REDACTED]"
+_MIN_SECRET: Final = 8
+"""Shorter values are not real secrets, and scrubbing them would mangle every line."""
+BATCH: Final = 256
+"""Lines written in one go at most, when outcomes arrive faster than they are written."""
 
 
 def _leading(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -37,7 +41,7 @@ class Redactor:
     def __call__(
         self, _: WrappedLogger, __: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        secrets = [s for s in self._secrets() if s]
+        secrets = [s for s in self._secrets() if len(s) >= _MIN_SECRET]
         if secrets:
             for key, value in event_dict.items():
                 if isinstance(value, str):
@@ -54,11 +58,11 @@ class Redactor:
 
 
 class _Lines:
-    """A structlog logger that collects rendered lines until ``flush`` writes them at once.
+    """A structlog logger that collects rendered lines and writes them in batches.
 
-    structlog's ``BytesLogger`` flushes every line: one syscall per run ID. Batching while
-    outcomes keep coming, and flushing whenever the job has nothing more ready, keeps pipes
-    streaming without the per-line cost.
+    structlog's ``BytesLogger`` flushes every line: one syscall per run ID. Here a batch
+    is written when ``BATCH`` lines are pending or when the job has nothing more ready
+    (``Report.flush``), so a pipe keeps streaming and memory stays flat.
     """
 
     __slots__ = ("_out", "_pending")
@@ -69,6 +73,8 @@ class _Lines:
 
     def msg(self, message: bytes) -> None:
         self._pending.append(message)
+        if len(self._pending) >= BATCH:
+            self.flush()
 
     info = warning = error = msg
 

@@ -1,0 +1,57 @@
+import io
+
+import orjson
+
+from bulkretry.outcomes import Failed, Retriggered, Skipped
+from bulkretry.report import BATCH, REDACTED, Report
+
+
+def lines(buffer: io.BytesIO):
+    return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_lines_have_the_common_fields_first_and_exact_contents():
+    """Each outcome renders as event, timestamp, level, then its own fields, and nothing else."""
+    out = io.BytesIO()
+    report = Report(out)
+    report.outcome(Retriggered("old-1", "new-1", '"etag-1"', 2, 200))
+    report.outcome(Skipped("dup-1", "duplicate"))
+    report.summary(1.23456)
+    first, second, summary = lines(out)
+    assert list(first)[:3] == ["event", "timestamp", "level"]
+    assert first | {"timestamp": None} == {
+        "event": "retriggered", "timestamp": None, "level": "info", "run_id": "old-1",
+        "new_run_id": "new-1", "etag": '"etag-1"', "attempts": 2, "status": 200,
+    }
+    assert first["timestamp"].endswith("Z")
+    assert second | {"timestamp": None} == {
+        "event": "skipped", "timestamp": None, "level": "warning", "run_id": "dup-1",
+        "reason": "duplicate",
+    }
+    assert summary | {"timestamp": None} == {
+        "event": "summary", "timestamp": None, "level": "info", "total": 2, "retriggered": 1,
+        "failed": 0, "uncertain": 0, "skipped": 1, "planned": 0, "elapsed_s": 1.235,
+    }
+
+
+def test_output_is_written_in_bounded_batches():
+    """Lines are held back at most BATCH at a time, so memory stays flat on long jobs."""
+    out = io.BytesIO()
+    report = Report(out)
+    for n in range(BATCH * 3 + 5):
+        report.outcome(Skipped(f"r{n}", "duplicate"))
+        assert len(report._lines._pending) < BATCH  # noqa: SLF001 - the bound is the point
+    assert len(lines(out)) == BATCH * 3
+    report.flush()
+    assert len(lines(out)) == BATCH * 3 + 5
+
+
+def test_known_secrets_are_scrubbed_from_every_field():
+    """A secret that reaches an error message is replaced before it is written."""
+    out = io.BytesIO()
+    report = Report(out, secrets=lambda: ["s3cr3t-token"])
+    report.outcome(Failed("r1", 401, "bad token s3cr3t-token here", 1))
+    report.flush()
+    [line] = lines(out)
+    assert line["error"] == f"bad token {REDACTED} here"
+    assert b"s3cr3t-token" not in out.getvalue()
