@@ -2,11 +2,12 @@
 
 ``Slowdown`` paces the job after 429s, so a throttled job converges on what the server
 allows instead of hammering it. Once per second it looks at the share of starts that
-were answered 429 (DCTCP's marked fraction, RFC 8257 section 3.3): above a tenth, it
-cuts the pace by half that share, so a server far over its limit is met at once and a
-stray 429 costs little; at or below a tenth, the pace grows by a quarter, and every
-success adds a little more, until the slow-down lets go. A share threshold rather than
-"any 429" keeps a few unrelated 429s from dragging a fast job down to a crawl.
+were answered 429 (DCTCP's marked fraction, RFC 8257 section 3.3). Above a tenth, it
+cuts the pace by half that share and by at least a fifth (AIMD's decrease), so a server
+far over its limit is met at once. At or below a tenth, the pace grows by a tenth, and
+every success adds a little more, until the slow-down lets go. The share threshold,
+rather than "any 429", keeps a few stray 429s from dragging a fast job down to a crawl
+(with 5 % random 429s, "any 429" held an unlimited job near 11 requests a second).
 
 ``Pace`` enforces ``--rate R``: an aiolimiter leaky bucket of capacity one that drains
 in ``(1 + margin) / R`` seconds. Capacity one means no burst at start, and any R + 1
@@ -33,7 +34,9 @@ _COOLDOWN: Final = 1.0
 """At most one change of pace per this many seconds: let the last change show its effect."""
 _QUIET: Final = 0.1
 """A share of 429s at or below this is noise, not a limit: speed up rather than cut."""
-_GROWTH: Final = 1.25
+_CUT: Final = 0.8
+"""The least a cut takes off: a fifth, as in the classic AIMD decrease."""
+_GROWTH: Final = 1.1
 _GAIN: Final = 1.0
 """Requests per second added back per second of successes, on top of ``_GROWTH``."""
 _FLOOR: Final = 0.5
@@ -87,7 +90,7 @@ class Slowdown:
                 window.popleft()
 
     def _adjust(self, now: float) -> None:
-        """At most once per cooldown: cut by half the 429 share (RFC 8257), or grow."""
+        """At most once per cooldown: cut when 429s are over a tenth of starts, else grow."""
         if now - self._last_change < _COOLDOWN:
             return
         starts = max(len(self._starts), len(self._throttles), 1)
@@ -97,7 +100,7 @@ class Slowdown:
             if base is None:  # engage at the pace the server just saw
                 base = max(float(starts), _FLOOR)
                 self._release = min(self._ceiling, base * 2)
-            self.rate = max(_FLOOR, base * (1 - share / 2))
+            self.rate = max(_FLOOR, base * min(_CUT, 1 - share / 2))
             self._last_change = now
         elif self.rate is not None:
             self._set(self.rate * _GROWTH)

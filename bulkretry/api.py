@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from .config import ApiSettings, JobSettings
 from .discovery import Lister, ListingSettings
 from .journal import Journal, read_journal
 from .outcomes import Outcome, Skipped
-from .pipeline import Pipeline, Stopper
+from .pipeline import Pipeline, Stopper, hand_on
 from .retrying import Backoff
 
 if TYPE_CHECKING:
@@ -34,22 +34,28 @@ _log = logging.getLogger(__name__)
 
 
 class RetriggerJob:
-    """A running job: iterate it for outcomes, ``stop()`` it to wind down gracefully."""
+    """A running job: iterate it for outcomes (or await ``wait``), ``stop()`` it gracefully."""
 
     def __init__(
-        self, outcomes: MemoryObjectReceiveStream[Outcome], stopper: Stopper, client: FlowService | None
+        self,
+        outcomes: MemoryObjectReceiveStream[Outcome] | None,
+        stopper: Stopper,
+        client: FlowService | None,
+        done: anyio.Event,
     ) -> None:
         self._outcomes = outcomes
         self._stopper = stopper
         self._client = client
+        self._done = done
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
+        if self._outcomes is None:
+            raise TypeError("this job delivers outcomes to on_outcome; await job.wait() instead")
         return self._outcomes.__aiter__()
 
-    @property
-    def idle(self) -> bool:
-        """True when no outcome is waiting: a good moment to flush output."""
-        return self._outcomes.statistics().current_buffer_used == 0
+    async def wait(self) -> None:
+        """Return when every run ID read has had its outcome."""
+        await self._done.wait()
 
     def stop(self) -> None:
         """Send nothing new; in-flight requests finish and every run ID still gets an outcome."""
@@ -66,17 +72,20 @@ class RetriggerJob:
 
 
 @asynccontextmanager
-async def retrigger(
+async def retrigger(  # noqa: PLR0913 - inputs, two settings, and two optional hooks
     run_ids: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
     api: ApiSettings | None,
     settings: JobSettings | None = None,
     *,
+    on_outcome: Callable[[Outcome], object] | None = None,
     backoff: Backoff | None = None,
 ) -> AsyncIterator[RetriggerJob]:
-    """Re-trigger ``run_ids``; yields a job to iterate for one outcome per run ID.
+    """Re-trigger ``run_ids``; yields a job that gives one outcome per run ID read.
 
-    Raises ``AuthError`` before any re-trigger when no token can be had, and
-    ``JournalLockedError`` when another process holds the journal.
+    Iterate the job for outcomes, or pass ``on_outcome`` to have each one handed to a
+    plain function as soon as it is known (the CLI does this: no stream in between) and
+    ``await job.wait()``. Raises ``AuthError`` before any re-trigger when no token can be
+    had, and ``JournalLockedError`` when another process holds the journal.
     """
     settings = settings or JobSettings()
     backoff = backoff or Backoff()
@@ -103,10 +112,28 @@ async def retrigger(
         pipeline = Pipeline(
             settings, client, journal=journal, previous=previous, backoff=backoff, stopper=stopper
         )
+        done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[Outcome](_OUT_BUFFER)
+        if on_outcome is None:
+            async def emit(outcome: Outcome) -> None:
+                await hand_on(send, outcome)
+        else:
+            receive.close()
+            callback = on_outcome
+
+            async def emit(outcome: Outcome) -> None:
+                callback(outcome)
+
+        async def run() -> None:
+            async with send:
+                await pipeline.run(run_ids, emit)
+            done.set()
+
         async with anyio.create_task_group() as tasks, receive:
-            tasks.start_soon(pipeline.run, run_ids, send)
-            yield RetriggerJob(receive, stopper, client)
+            tasks.start_soon(run)
+            yield RetriggerJob(None if on_outcome else receive, stopper, client, done)
+            if not done.is_set() and on_outcome is None:
+                tasks.cancel_scope.cancel()  # the caller stopped iterating early
 
 
 @asynccontextmanager

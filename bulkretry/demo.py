@@ -38,12 +38,12 @@ async def run_demo(out: BinaryIO) -> tuple[int, None]:
             credentials=Secret(_TOKEN),
         )
         with InputFiles([str(sample("run-ids.txt"))]) as inputs:
-            async with api.retrigger(inputs.items(), settings, JobSettings(rate=20)) as job:
-                report = Report(out, job.secrets)
-                async for outcome in job:
-                    report.outcome(outcome)
-                    if job.idle:
-                        report.flush()
+            report = Report(out)
+            async with api.retrigger(
+                inputs.items(), settings, JobSettings(rate=20), on_outcome=report.outcome
+            ) as job:
+                report.redactor.watch(job.secrets)
+                await job.wait()
         summary = report.summary(time.monotonic() - started)
     twice = [run for run, count in emulator.stats.retriggers.items() if count > 1]
     print(  # noqa: T201

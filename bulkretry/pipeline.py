@@ -8,14 +8,13 @@ including when the job is stopped part-way.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .admission import Admission
 from .config import JobSettings
@@ -32,6 +31,8 @@ if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Emit = Callable[[Outcome], Awaitable[None]]
+"""Where outcomes go: awaited once per run ID, by the producer and by the workers."""
 
 FATAL_AFTER: Final = 3
 """Consecutive 401/403 refusals after which no further request is worth sending."""
@@ -99,28 +100,28 @@ class Pipeline:
     async def run(
         self,
         items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
-        out: MemoryObjectSendStream[Outcome],
+        emit: Emit,
     ) -> None:
-        """Feed every item through and send one outcome per run ID read into ``out``."""
+        """Feed every item through; ``emit`` gets one outcome per run ID read."""
         work_send, work_receive = anyio.create_memory_object_stream[str](
             max_buffer_size=self.settings.concurrency
         )
         async with anyio.create_task_group() as background:
             if self._journal is not None:
                 background.start_soon(self._journal.sync_forever)
-            async with out, anyio.create_task_group() as workers:
+            async with anyio.create_task_group() as workers:
                 for _ in range(0 if self.settings.dry_run else self.settings.concurrency):
-                    workers.start_soon(self._worker, work_receive.clone(), out.clone())
+                    workers.start_soon(self._worker, work_receive.clone(), emit)
                 work_receive.close()
                 async with work_send:
-                    await self._produce(_aiter(items), work_send, out)
+                    await self._produce(_aiter(items), work_send, emit)
             background.cancel_scope.cancel()
 
     async def _produce(
         self,
         items: AsyncIterator[str | Skipped],
         work: MemoryObjectSendStream[str],
-        out: MemoryObjectSendStream[Outcome],
+        emit: Emit,
     ) -> None:
         # A stop cancels the wait for more input. An item already read is never lost: it is
         # handed on without waiting when there is room, and under a shield when there is not.
@@ -129,9 +130,9 @@ class Pipeline:
                 outcome = self._screen(item)
                 if outcome is None:
                     assert isinstance(item, str)  # screened: a valid, new run ID
-                    await _hand_on(work, item)
+                    await hand_on(work, item)
                 else:
-                    await _hand_on(out, outcome)
+                    await emit(outcome)
 
     def _screen(self, item: str | Skipped) -> Outcome | None:
         """The outcome that needs no request, or None when the run ID should be sent."""
@@ -159,10 +160,10 @@ class Pipeline:
             return None
         return Uncertain(run_id, record.status, record.error or _NOT_APPLIED_ON_RESUME, 0)
 
-    async def _worker(self, work: ObjectReceiveStream[str], out: ObjectSendStream[Outcome]) -> None:
-        async with work, out:
+    async def _worker(self, work: MemoryObjectReceiveStream[str], emit: Emit) -> None:
+        async with work:
             async for run_id in work:
-                await out.send(await self._settle(run_id))
+                await emit(await self._settle(run_id))
 
     async def _settle(self, run_id: str) -> Outcome:
         """Attempt ``run_id`` until it has a final outcome."""
@@ -234,7 +235,11 @@ class Pipeline:
         return outcome
 
 
-async def _hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
+async def hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send without a checkpoint when there is room; wait under a shield when there is not.
+
+    The shield is what makes a stop lossless: an item already read is always delivered.
+    """
     try:
         stream.send_nowait(item)
     except anyio.WouldBlock:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from tqdm import tqdm
 
 from .outcomes import Outcome, Tally
+from .report import Report
 
 COUNT_LIMIT: Final = 256 * 1024 * 1024
 """Count input lines for done/total only up to this many bytes; beyond, show a rate alone."""
@@ -48,9 +49,17 @@ class Progress:
             leave=False,
         )
 
-    def advance(self, outcome: Outcome, tally: Tally) -> None:
+    def wrap(self, report: Report) -> Callable[[Outcome], None]:
+        """An outcome handler that reports, then advances the line."""
+
+        def handle(outcome: Outcome) -> None:
+            report.outcome(outcome)
+            self.advance(report.tally)
+
+        return handle
+
+    def advance(self, tally: Tally) -> None:
         """Count one final outcome."""
-        del outcome
         counts = tally.counts
         self._bar.set_postfix_str(
             f"ok {counts['retriggered']} failed {counts['failed']} "

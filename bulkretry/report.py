@@ -38,6 +38,11 @@ class Redactor:
     def __init__(self, secrets: Callable[[], Iterable[str]]) -> None:
         self._secrets = secrets
 
+    def watch(self, secrets: Callable[[], Iterable[str]]) -> None:
+        """Scrub these secrets too (a job's tokens become known only once it starts)."""
+        before = self._secrets
+        self._secrets = lambda: (*before(), *secrets())
+
     def __call__(
         self, _: WrappedLogger, __: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:

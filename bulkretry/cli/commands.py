@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+FLUSH_INTERVAL = 0.1
+
 
 def retry(args: argparse.Namespace) -> int:
     """``bulkretry retry``: re-trigger run IDs from files or stdin."""
@@ -70,21 +72,26 @@ async def _retry_job(
     progress: Progress | None,
 ) -> tuple[int, Summary]:
     started = time.monotonic()
-    async with api.retrigger(inputs.items(), api_settings, settings) as job:
-        report = Report(out, job.secrets)
-        async with anyio.create_task_group() as signals:
-            signals.start_soon(_stop_on_signal, job)
-            async for outcome in job:
-                report.outcome(outcome)
-                if job.idle:
-                    report.flush()
-                if progress is not None:
-                    progress.advance(outcome, report.tally)
-            signals.cancel_scope.cancel()
+    report = Report(out)
+    on_outcome = report.outcome if progress is None else progress.wrap(report)
+    async with api.retrigger(inputs.items(), api_settings, settings, on_outcome=on_outcome) as job:
+        report.redactor.watch(job.secrets)
+        async with anyio.create_task_group() as background:
+            background.start_soon(_stop_on_signal, job)
+            background.start_soon(_flush_often, report)
+            await job.wait()
+            background.cancel_scope.cancel()
         summary = report.summary(time.monotonic() - started)
     if job.stopped:
         return EXIT_STOPPED, summary
     return (EXIT_OK if report.tally.clean else EXIT_PROBLEMS), summary
+
+
+async def _flush_often(report: Report) -> None:
+    """Lines reach a pipe within a tenth of a second, even when outcomes trickle in."""
+    while True:
+        await anyio.sleep(FLUSH_INTERVAL)
+        report.flush()
 
 
 async def _stop_on_signal(job: api.RetriggerJob) -> None:
