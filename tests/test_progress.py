@@ -87,3 +87,14 @@ def test_count_run_lines_only_for_regular_files(tmp_path):
     assert count_run_lines([str(path)]) == 3
     assert count_run_lines(["-"]) is None
     assert count_run_lines([]) is None
+
+
+def test_no_resume_hint_when_everything_is_done(thread_server, tmp_path):
+    """A rerun that only skips already re-triggered runs does not suggest resuming."""
+    journal = tmp_path / "done.journal"
+    env = cli_env(thread_server)
+    first = run_cli(["retry", "--journal", str(journal), "--rate", "0"], env=env, stdin=b"ok-1\n")
+    again = run_cli(["retry", "--journal", str(journal), "--rate", "0"], env=env, stdin=b"ok-1\n")
+    assert (first.code, again.code) == (0, 0)
+    assert again.events("skipped")[0]["reason"] == "already-retriggered"
+    assert "to resume" not in again.stderr

@@ -60,7 +60,7 @@ def retry(args: argparse.Namespace) -> int:
             stack.callback(progress.close)
         code, summary = _run(_retry_job(inputs, api_settings, settings, out, progress))
     if not args.quiet:
-        say(_closing_line(summary, args))
+        say(_closing_line(summary, args, code))
     return code
 
 
@@ -106,7 +106,7 @@ async def _stop_on_signal(job: api.RetriggerJob) -> None:
             job.stop()
 
 
-def _closing_line(summary: Summary, args: argparse.Namespace) -> str:
+def _closing_line(summary: Summary, args: argparse.Namespace, code: int) -> str:
     where = f"in {args.output}" if args.output else "on stdout"
     line = (
         f"{summary.retriggered} re-triggered, {summary.failed} failed, "
@@ -114,8 +114,7 @@ def _closing_line(summary: Summary, args: argparse.Namespace) -> str:
         + (f", {summary.planned} planned" if summary.planned else "")
         + f" of {summary.total} in {summary.elapsed_s:.1f}s; JSON lines {where}"
     )
-    unfinished = summary.failed or summary.uncertain or summary.total > summary.retriggered
-    if args.journal is not None and unfinished and not args.dry_run:
+    if args.journal is not None and code != EXIT_OK and not args.dry_run:
         paths = " ".join(shlex.quote(p) for p in args.paths) or "< same-input"
         line += f"\n  to resume: bulkretry retry {paths} --journal {shlex.quote(str(args.journal))}"
     return line
