@@ -147,10 +147,11 @@ class Lister:
     async def _flow(self, flow_id: str, out: ObjectSendStream[RunRecord]) -> None:
         settings = self._settings
         since_ms = int(settings.since.timestamp() * 1000) if settings.since else None
-        params = [("property", f"flowId=={flow_id}"), ("limit", str(settings.page_size))]
+        filters = [("property", f"flowId=={flow_id}")]
         if since_ms is not None:
-            params.append(("property", f"createdAt>={since_ms}"))
+            filters.append(("property", f"createdAt>={since_ms}"))
         url: str | None = "/runs"
+        params = [*filters, ("limit", str(settings.page_size))]
         async with out:
             while url is not None:
                 try:
@@ -158,12 +159,15 @@ class Lister:
                 except BulkRetryError as error:
                     self.errors.append(f"flow {flow_id}: {_describe(error)}")
                     return
-                params = []  # the next link carries the query
                 for run in _items(page):
+                    if run.get("flowId", flow_id) != flow_id or not _not_before(run, since_ms):
+                        continue  # a filter the server did not apply
                     record = retryable(run, flow_id, include_empty=settings.include_empty)
-                    if record is not None and _not_before(run, since_ms):
+                    if record is not None:
                         await out.send(record)
                 url = _next_href(page)
+                # The next link carries the continuation token; keep our filters when it lacks them.
+                params = [] if url is None or "property=" in url else filters
 
     async def _page(self, url: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
         attempt = 0

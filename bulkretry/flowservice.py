@@ -28,13 +28,9 @@ RETRIGGER_OP: Final = "re-trigger"
 
 _CONNECT_TIMEOUT_MAX: Final = 10.0
 
-_PROFILE_HINT: Final = (
-    "check --org/AEP_ORG_ID (the ID ends in @AdobeOrg) and that the credentials' "
-    "Developer Console project has an Experience Platform product profile"
-)
 _SANDBOX_HINT: Final = (
-    "check --sandbox/AEP_SANDBOX_NAME (lower case, e.g. prod) and that the product profile "
-    "grants Flow Service access in that sandbox"
+    "check --sandbox/AEP_SANDBOX_NAME, a lower-case name such as prod, and that the "
+    "credentials' product profile grants Flow Service access in that sandbox"
 )
 HINTS: Final[Mapping[str, str]] = {
     "400003": "a required header is missing: check --org/AEP_ORG_ID",
@@ -42,9 +38,10 @@ HINTS: Final[Mapping[str, str]] = {
     "403000": "no x-api-key was sent: set AEP_API_KEY or AEP_CLIENT_ID",
     "403003": "the API key (x-api-key) is not the client ID of the credentials",
     "403010": "no access token was sent",
-    "403025": "wrong organization or no Experience Platform access: " + _PROFILE_HINT,
-    "403027": "malformed organization ID or no Experience Platform product profile: "
-    + _PROFILE_HINT,
+    "403025": "wrong organization, or the credentials are not entitled to Experience Platform "
+    "in it: check --org/AEP_ORG_ID and the Developer Console project's product profile",
+    "403027": "the organization ID is malformed, or the credentials have no Experience Platform "
+    "product profile: check --org/AEP_ORG_ID, which ends in @AdobeOrg",
     "FLOW-1106-403": _SANDBOX_HINT,
     "FLOW-1606-403": _SANDBOX_HINT,
 }
@@ -223,6 +220,9 @@ async def open_session(concurrency: int, timeout: float) -> AsyncIterator[aiohtt
         total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_MAX)
     )
     async with aiohttp.ClientSession(
-        connector=connector, timeout=client_timeout, raise_for_status=False
+        connector=connector,
+        timeout=client_timeout,
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
     ) as session:
         yield session

@@ -136,3 +136,31 @@ def test_cli_failed_usage_and_api_errors(emulator, thread_server):
     refused = run_cli(["failed", "--flow-id", "f", "--org", "WRONG@AdobeOrg"], env=env)
     assert refused.code == 1 and "403025" in refused.stderr
     assert refused.stdout == b""
+
+
+
+class PagesWithoutFilters:
+    """A Flow Service client double whose next link drops the filters, as a real one might."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def get_json(self, url, params=()):
+        self.calls.append((url, list(params)))
+        run = {"createdAt": 0, "metrics": {"statusSummary": {"status": "failed"}}}
+        if len(self.calls) == 1:
+            return {"items": [run | {"id": "a-1", "flowId": "flow-a"}],
+                    "_links": {"next": {"href": "/runs?continuationToken=abc"}}}
+        return {"items": [run | {"id": "b-1", "flowId": "flow-b"}, run | {"id": "a-2", "flowId": "flow-a"}],
+                "_links": {}}
+
+
+async def test_a_next_link_without_filters_keeps_ours_and_other_flows_are_dropped():
+    """Our filters ride along when the next link lacks them; runs of other flows never list."""
+    from bulkretry.discovery import Lister
+
+    client = PagesWithoutFilters()
+    lister = Lister(client, ListingSettings(flow_ids=("flow-a",), rate=0))
+    records = [record async for record in lister.records()]
+    assert [r.run_id for r in records] == ["a-1", "a-2"]
+    assert client.calls[1] == ("/runs?continuationToken=abc", [("property", "flowId==flow-a")])

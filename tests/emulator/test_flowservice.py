@@ -43,7 +43,8 @@ async def test_bad_op_is_a_service_400(emu, server, session, op):
     """A missing or unknown op is refused as a service error and applies nothing."""
     status, _, body = await retrigger(session, server, "failed-1", op=op)
     assert status == 400
-    assert orjson.loads(body)["type"].endswith("/FLOW-1101-400")
+    code = "1334" if op is None else "1401"  # sources-errors.md: empty query param, bad action
+    assert orjson.loads(body)["type"].endswith(f"/FLOW-{code}-400")
     assert not emu.stats.retriggers
 
 
@@ -56,23 +57,34 @@ async def test_retriable_states(emu, server, session, run_id):
 
 @pytest.mark.parametrize("run_id", ["full-success", "running"])
 async def test_non_retriable_run_is_a_service_400(emu, server, session, run_id):
-    """Runs that ingested records or are still running are refused with FLOW-1120."""
+    """Runs that ingested records or are still running are refused with FLOW-1387."""
     status, _, body = await retrigger(session, server, run_id)
     assert status == 400
-    assert orjson.loads(body) == {
-        "type": "https://ns.adobe.com/aep/errors/FLOW-1120-400",
-        "status": 400,
+    answer = orjson.loads(body)
+    message = (
+        f"The flowRunId={run_id} is in an invalid state={emu.runs[run_id].status} for "
+        "re-triggering. Please try again after some time and contact customer support if the "
+        "problem persists."
+    )
+    assert answer == {
+        "type": "https://ns.adobe.com/aep/errors/FLOW-1387-400",
         "title": "Bad Request",
-        "detail": f"Run {run_id} is not in a state that can be re-triggered",
+        "status": 400,
+        "report": {
+            "detailed-message": message,
+            "request-id": answer["report"]["request-id"],
+        },
+        "errorMessage": message,
+        "errorDetails": message,
     }
     assert not emu.stats.retriggers
 
 
 async def test_unknown_run_is_a_service_404(emu, server, session):
-    """An unknown run ID is answered 404 FLOW-1105 without auto_create."""
+    """An unknown run ID is answered 404 FLOW-1439 without auto_create."""
     status, _, body = await retrigger(session, server, "nope")
     assert status == 404
-    assert orjson.loads(body)["type"].endswith("/FLOW-1105-404")
+    assert orjson.loads(body)["type"].endswith("/FLOW-1439-404")
     assert emu.stats.responses == {404: 1}
 
 
@@ -90,7 +102,11 @@ def _without(name: str) -> dict[str, str]:
 
 
 GATEWAY_CASES = [
-    (_without("Authorization"), 403, {"error_code": "403010", "message": "Oauth token is missing"}),
+    (
+        _without("Authorization"),
+        403,
+        {"error_code": "403010", "message": "Oauth token is missing."},
+    ),
     (
         {**HEADERS, "Authorization": "Bearer nope"},
         401,
@@ -101,7 +117,11 @@ GATEWAY_CASES = [
         401,
         {"error_code": "401013", "message": "Oauth token is not valid"},
     ),
-    (_without("x-api-key"), 403, {"error_code": "403003", "message": "Api Key is invalid"}),
+    (
+        _without("x-api-key"),
+        403,
+        {"error_code": "403000", "message": "Api Key is required"},
+    ),
     (
         {**HEADERS, "x-api-key": "other"},
         403,
@@ -110,12 +130,12 @@ GATEWAY_CASES = [
     (
         _without("x-gw-ims-org-id"),
         400,
-        {"error_code": "400003", "message": "Missing required header x-gw-ims-org-id"},
+        {"error_code": "400003", "message": "Missing header"},
     ),
     (
-        _without("x-sandbox-name"),
-        400,
-        {"error_code": "400003", "message": "Missing required header x-sandbox-name"},
+        {**HEADERS, "x-gw-ims-org-id": "not-an-org"},
+        403,
+        {"error_code": "403027", "message": "User region is missing"},
     ),
     (
         {**HEADERS, "x-gw-ims-org-id": "OTHER@AdobeOrg"},
@@ -138,7 +158,16 @@ async def test_unknown_sandbox_is_a_service_403(server, session):
     headers = {**HEADERS, "x-sandbox-name": "dev"}
     status, _, body = await retrigger(session, server, "failed-1", headers=headers)
     assert status == 403
-    assert orjson.loads(body)["detail"] == "Sandbox dev is not accessible"
+    answer = orjson.loads(body)
+    assert answer["type"].endswith("/FLOW-1106-403")
+    assert answer["errorMessage"].startswith("The requested operation is forbidden. Sandbox dev ")
+
+
+async def test_missing_sandbox_header_means_prod(emu, server, session):
+    """x-sandbox-name is optional in the OpenAPI file: the default sandbox, prod, is used."""
+    status, _, _ = await retrigger(session, server, "failed-1", headers=_without("x-sandbox-name"))
+    assert status == 200
+    assert emu.stats.retriggers == {"failed-1": 1}
 
 
 async def test_gateway_checks_run_in_order(server, session):
@@ -194,7 +223,7 @@ async def test_absent_output_count_is_omitted(server, session):
 
 
 async def test_get_unknown_run_is_404(server, session):
-    """GET of an unknown run is a FLOW-1105 404."""
+    """GET of an unknown run is a FLOW-1439 404."""
     async with session.get(f"{server.base_url}/runs/ghost", headers=HEADERS) as response:
         assert response.status == 404
         assert (await response.json())["status"] == 404

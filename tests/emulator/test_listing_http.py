@@ -140,8 +140,8 @@ async def test_runs_added_between_pages_do_not_shift_pages(session):
     ],
 )
 async def test_bad_queries_are_400(listing_server, session, params):
-    """Malformed limits, filters, tokens and orderings are FLOW-1102 400s."""
+    """Malformed limits, filters, tokens and orderings are FLOW-1100 400s."""
     url = f"{listing_server.base_url}/runs"
     async with session.get(url, params=params, headers=HEADERS) as response:
         assert response.status == 400
-        assert (await response.json())["type"].endswith("FLOW-1102-400")
+        assert (await response.json())["type"].endswith("FLOW-1100-400")
