@@ -1,5 +1,13 @@
+"""Bearer tokens: a static one, or OAuth Server-to-Server tokens fetched from IMS.
+
+Every worker asks the same provider; a lock makes refreshes single-flight, so 32
+workers meeting an expired token cause one IMS request, not 32, and a failed fetch is
+shared by everyone who was waiting for it rather than repeated by each of them.
+"""
+
 from __future__ import annotations
 
+import math
 from typing import Final, Protocol
 
 import aiohttp
@@ -11,36 +19,49 @@ from .errors import AuthError
 from .retrying import Backoff, parse_retry_after
 
 _MARGIN_MAX: Final = 300.0
+"""Refresh at most this many seconds before expiry (10 % of the lifetime when shorter)."""
+_RETRY_LATER: Final = 5.0
+"""After a failed early refresh, keep using the still-valid token this long, then try again."""
+_MAX_IMS_WAIT: Final = 60.0
+"""A longer ``Retry-After`` from IMS ends the fetch now instead of hanging the job silently."""
+_MASK: Final = "***"
 
 
 class TokenSource(Protocol):
+    """What the Flow Service client needs from authentication."""
+
     @property
     def refreshable(self) -> bool:
-        """x"""
+        """Whether a 401 can be cured by asking for a new token."""
 
     async def token(self) -> str:
-        """x"""
+        """A token that is valid now."""
 
     async def refresh(self, stale: str) -> str:
-        """x"""
+        """A token other than ``stale``, fetching one if nobody has yet."""
 
     def secrets(self) -> tuple[str, ...]:
-        """x"""
+        """Every secret value this source knows, for output redaction."""
 
 
 class StaticToken:
+    """A ready token from ``AEP_ACCESS_TOKEN``: never refreshed."""
+
     refreshable = False
 
     def __init__(self, token: Secret) -> None:
         self._token = token
 
     async def token(self) -> str:
+        """The token, as given."""
         return self._token.reveal()
 
-    async def refresh(self, stale: str) -> str:
+    async def refresh(self, stale: str) -> str:  # noqa: ARG002 - part of the protocol
+        """A static token cannot be refreshed: the same one comes back."""
         return self._token.reveal()
 
     def secrets(self) -> tuple[str, ...]:
+        """The token itself."""
         return (self._token.reveal(),)
 
     def __repr__(self) -> str:
@@ -48,39 +69,91 @@ class StaticToken:
 
 
 class ImsTokens:
+    """Client-credentials tokens from IMS, fetched once, refreshed before expiry and on a 401.
+
+    Lifetimes are measured from when the token request was *sent*, so the client never
+    believes a token lives longer than IMS does. Inside the refresh margin one task
+    refreshes while the others keep using the still-valid token; if that refresh fails,
+    the old token serves until it really expires.
+    """
+
     refreshable = True
 
-    def __init__(self, session, credentials, *, attempts=5, backoff=None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        credentials: ClientCredentials,
+        *,
+        attempts: int = 5,
+        backoff: Backoff | None = None,
+    ) -> None:
         self._session = session
         self._credentials = credentials
         self._attempts = attempts
         self._backoff = backoff or Backoff()
         self._lock = anyio.Lock()
-        self._token = None
-        self._refresh_at = 0.0
-        self._issued = []
+        self._token: Secret | None = None
+        self._refresh_at = -math.inf
+        self._expires_at = -math.inf
+        self._fetches = 0  # finished fetches, successful or not: who is waiting for which
+        self._failure: str | None = None  # why the last fetch failed, shared with its waiters
+        self._issued: list[str] = []
 
     async def token(self) -> str:
-        token = self._token
-        if token is None or anyio.current_time() >= self._refresh_at:
-            async with self._lock:
-                if self._token is token:
-                    await self._fetch()
-                token = self._token
-        assert token is not None
-        return token.reveal()
+        """The current token; refreshed first when it is due, without a stampede."""
+        current = self._token
+        now = anyio.current_time()
+        if current is not None and (
+            now < self._refresh_at or (self._lock.locked() and now < self._expires_at)
+        ):
+            return current.reveal()  # fresh, or still valid while another task refreshes it
+        return await self._renew(current, self._fetches, refused=False)
 
     async def refresh(self, stale: str) -> str:
-        async with self._lock:
-            if self._token is None or self._token.reveal() == stale:
-                await self._fetch()
-            assert self._token is not None
-            return self._token.reveal()
+        """Replace ``stale`` after a 401, unless another worker already did."""
+        current = self._token
+        if current is not None and current.reveal() != stale:
+            return current.reveal()  # replaced since the refused request left
+        return await self._renew(current, self._fetches, refused=True)
 
-    def secrets(self):
+    def secrets(self) -> tuple[str, ...]:
+        """The client secret and every token issued so far."""
         return (self._credentials.client_secret.reveal(), *self._issued)
 
+    async def _renew(self, seen: Secret | None, fetches: int, *, refused: bool) -> str:
+        """Under the lock: fetch unless someone did since ``fetches``; share the result."""
+        async with self._lock:
+            if refused and self._token is seen:
+                self._refresh_at = self._expires_at = -math.inf  # never hand it out again
+            if self._fetches == fetches:  # nobody has tried since this task looked
+                await self._fetch()
+            token = self._token
+            if token is not None and (
+                token is not seen or anyio.current_time() < self._expires_at
+            ):
+                return token.reveal()
+            raise AuthError(self._failure or "no token from IMS")
+
     async def _fetch(self) -> None:
+        """One fetch, with its retries; records the token or why there is none."""
+        sent = anyio.current_time()
+        try:
+            token, lifetime = await self._request_token()
+        except AuthError as exc:
+            self._failure = str(exc)
+            if self._token is not None:  # a still-valid token serves a little longer
+                self._refresh_at = min(anyio.current_time() + _RETRY_LATER, self._expires_at)
+        else:
+            self._failure = None
+            self._issued.append(token)
+            self._token = Secret(token)
+            self._expires_at = sent + lifetime
+            self._refresh_at = self._expires_at - min(_MARGIN_MAX, lifetime / 10)
+        # Not in a ``finally``: a cancelled fetch settled nothing, so a waiter fetches itself.
+        self._fetches += 1
+
+    async def _request_token(self) -> tuple[str, float]:
+        """POST the client-credentials form; retry 429, 5xx and connection failures only."""
         error = "no answer"
         for attempt in range(1, self._attempts + 1):
             retry_after = None
@@ -90,25 +163,32 @@ class ImsTokens:
                 ) as response:
                     body = await response.read()
                     status = response.status
-                    retry_after_header = response.headers.get("Retry-After")
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error = f"{exc.__class__.__name__}"
+                error = self._scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": "))
             else:
-                if status == 200:
-                    self._accept(body)
-                    return
-                error = f"HTTP {status}: {_ims_error(body)}"
+                if 200 <= status < 300:
+                    return self._accept(body)
+                error = f"HTTP {status}: {self._scrub(_ims_error(body))}"
                 if 400 <= status < 500 and status != 429:
                     raise AuthError(
                         f"IMS refused the credentials ({error}): check AEP_CLIENT_ID, "
                         "AEP_CLIENT_SECRET and AEP_SCOPES in the Developer Console"
                     )
-                retry_after = parse_retry_after(retry_after_header)
+                if status < 400:
+                    raise AuthError(
+                        f"IMS answered {error} (redirects are not followed): "
+                        "check --ims-url or AEP_IMS_TOKEN_URL"
+                    )
+                if retry_after is not None and retry_after > _MAX_IMS_WAIT:
+                    raise AuthError(
+                        f"IMS is busy ({error}) and asks to wait {retry_after:.0f} s: try later"
+                    )
             if attempt < self._attempts:
                 await anyio.sleep(self._backoff.delay(attempt, retry_after))
         raise AuthError(f"cannot get a token from IMS at {self._credentials.ims_url}: {error}")
 
-    def _form(self):
+    def _form(self) -> dict[str, str]:
         return {
             "grant_type": "client_credentials",
             "client_id": self._credentials.client_id,
@@ -116,7 +196,11 @@ class ImsTokens:
             "scope": self._credentials.scopes,
         }
 
-    def _accept(self, body: bytes) -> None:
+    def _scrub(self, text: str) -> str:
+        """Text from IMS or the network, with the client secret masked should it be echoed."""
+        return text.replace(self._credentials.client_secret.reveal(), _MASK)
+
+    def _accept(self, body: bytes) -> tuple[str, float]:
         try:
             answer = orjson.loads(body)
             token, lifetime = answer["access_token"], float(answer["expires_in"])
@@ -124,9 +208,9 @@ class ImsTokens:
             raise AuthError("IMS answered 200 without access_token and expires_in") from None
         if not isinstance(token, str) or not token:
             raise AuthError("IMS answered 200 without a usable access_token")
-        self._issued.append(token)
-        self._token = Secret(token)
-        self._refresh_at = anyio.current_time() + lifetime - min(_MARGIN_MAX, lifetime / 10)
+        if not math.isfinite(lifetime) or lifetime <= 0:
+            raise AuthError(f"IMS answered a token that is already expired (expires_in={lifetime})")
+        return token, lifetime
 
     def __repr__(self) -> str:
         return f"ImsTokens(client_id={self._credentials.client_id!r}, token=***)"

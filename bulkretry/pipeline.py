@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .admission import Admission
 from .config import JobSettings
 from .dedup import SeenIds
-from .errors import APIError, BulkRetryError
+from .errors import APIError, AuthError, BulkRetryError
 from .journal import Journal, Record
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from .retrying import Backoff, Verdict, classify
@@ -216,7 +216,8 @@ class Pipeline:
         if verdict is Verdict.UNCERTAIN:
             again = (retry_after or 0.0) if self.settings.retry_uncertain else None
             return Uncertain(run_id, status, text, attempts), again
-        self._count_refusal(status, text)
+        # A token that can no longer be had refuses every request to come, like a 401.
+        self._count_refusal(401 if isinstance(error, AuthError) else status, text)
         return Failed(run_id, status, text, attempts), None
 
     def _count_refusal(self, status: int | None, text: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from tqdm import tqdm
 
@@ -38,10 +38,18 @@ def count_run_lines(paths: Sequence[str]) -> int | None:
 class Progress:
     """done/total, rate, ETA and outcome counts, redrawn a few times a second."""
 
-    def __init__(self, stream: TextIO, total: int | None) -> None:
+    def __init__(self, stream: TextIO, paths: Sequence[str]) -> None:
+        self._stream = stream
+        self._paths = paths
+        self._bar: tqdm[Any] | None = None
+        self._done = 0
+
+    def show(self) -> None:
+        """Start drawing, once the job is under way."""
         self._bar = tqdm(
-            total=total,
-            file=stream,
+            total=count_run_lines(self._paths),
+            initial=self._done,
+            file=self._stream,
             unit=" runs",
             dynamic_ncols=True,
             mininterval=0.25,
@@ -60,6 +68,9 @@ class Progress:
 
     def advance(self, tally: Tally) -> None:
         """Count one final outcome."""
+        self._done += 1
+        if self._bar is None:
+            return
         counts = tally.counts
         self._bar.set_postfix_str(
             f"ok {counts['retriggered']} failed {counts['failed']} "
@@ -70,4 +81,5 @@ class Progress:
 
     def close(self) -> None:
         """Erase the line, so the human summary takes its place."""
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()

@@ -99,6 +99,7 @@ class ScriptedIms:
     raw: list[tuple[str, str, str]] = field(default_factory=list)  # content type, query, body
     times: list[float] = field(default_factory=list)
     url: str = ""
+    delay: float = 0.0
 
     async def handle(self, request: web.Request) -> web.Response:
         """Record the form, then give the next scripted answer."""
@@ -106,6 +107,7 @@ class ScriptedIms:
         body = await request.text()
         self.raw.append((request.content_type, request.query_string, body))
         self.forms.append({k: str(v) for k, v in (await request.post()).items()})
+        await anyio.sleep(self.delay)
         status, answer, headers = self.answers[min(len(self.forms), len(self.answers)) - 1]
         return web.Response(status=status, body=orjson.dumps(answer), headers=headers,
                             content_type="application/json")
@@ -277,6 +279,27 @@ async def test_a_failed_fetch_is_shared_by_every_waiting_worker():
             for _ in range(32):
                 group.start_soon(ask)
     assert len(errors) == 32 and all("HTTP 503" in e for e in errors)
+    assert len(ims.forms) == 2
+
+
+async def test_a_cancelled_fetch_lets_the_next_waiter_fetch_for_itself():
+    """A worker cancelled mid-fetch (job stopped) leaves no false AuthError for those waiting."""
+    async with scripted_ims(granted("t-1")) as ims, ims_tokens(ims.url) as tokens:
+        ims.delay = 0.3
+        got: list[str] = []
+
+        async def cancelled() -> None:
+            with anyio.move_on_after(0.1):
+                await tokens.token()
+
+        async def waiting() -> None:
+            await anyio.sleep(0.05)
+            got.append(await tokens.token())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancelled)
+            group.start_soon(waiting)
+    assert got == ["t-1"]
     assert len(ims.forms) == 2
 
 
@@ -540,3 +563,10 @@ def test_cli_secret_file_works_end_to_end(emulator, thread_server, tmp_path):
     assert result.code == 0, result.stderr
     assert [line["run_id"] for line in result.events("retriggered")] == ["sf-1"]
     assert emulator.stats.token_requests == 1
+
+
+def test_api_key_defaults_to_aep_client_id_even_with_a_static_token():
+    """AEP_API_KEY defaults to AEP_CLIENT_ID as the contract says, whichever token is used."""
+    env = {"AEP_ORG_ID": ORG, "AEP_CLIENT_ID": API_KEY, "AEP_ACCESS_TOKEN": TOKEN}
+    settings = load_api_settings(env)
+    assert (settings.api_key, settings.credentials) == (API_KEY, Secret(TOKEN))

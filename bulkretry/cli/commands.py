@@ -54,9 +54,9 @@ def retry(args: argparse.Namespace) -> int:
         out = stack.enter_context(_open_output(args.output))
         progress = None
         if show_progress:
-            from ..progress import Progress, count_run_lines  # noqa: PLC0415 - terminals only
+            from ..progress import Progress  # noqa: PLC0415 - terminals only
 
-            progress = Progress(sys.stderr, count_run_lines(args.paths))
+            progress = Progress(sys.stderr, args.paths)
             stack.callback(progress.close)
         code, summary = _run(_retry_job(inputs, api_settings, settings, out, progress))
     if not args.quiet:
@@ -76,6 +76,8 @@ async def _retry_job(
     on_outcome = report.outcome if progress is None else progress.wrap(report)
     async with api.retrigger(inputs.items(), api_settings, settings, on_outcome=on_outcome) as job:
         report.redactor.watch(job.secrets)
+        if progress is not None:
+            progress.show()  # only now: a job refused at start draws no bar
         async with anyio.create_task_group() as background:
             background.start_soon(_stop_on_signal, job)
             background.start_soon(_flush_often, report)
