@@ -81,8 +81,14 @@ class State:
 
 def _response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
     return (
-        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + extra
-        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 

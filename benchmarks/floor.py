@@ -32,8 +32,12 @@ async def run(base: str, concurrency: int) -> None:
                     answer = orjson.loads(await response.read())
                 out.write(
                     orjson.dumps(
-                        {"run_id": run_id, "new_run_id": answer["id"], "etag": answer["etag"],
-                         "status": response.status},
+                        {
+                            "run_id": run_id,
+                            "new_run_id": answer["id"],
+                            "etag": answer["etag"],
+                            "status": response.status,
+                        },
                         option=orjson.OPT_APPEND_NEWLINE,
                     )
                 )

@@ -54,27 +54,40 @@ class Table:
     rows: list[Row] = field(default_factory=list)
 
     def add(
-        self, part: str, figure: str, value: str, target: str = "", ok: bool | None = None,  # noqa: FBT001
+        self,
+        part: str,
+        figure: str,
+        value: str,
+        target: str = "",
+        ok: bool | None = None,  # noqa: FBT001
     ) -> None:
         row = Row(part, figure, value, target, ok)
         self.rows.append(row)
-        print(f"  {figure}: {value}" + (f"  [target {target}: {_verdict(ok)}]" if target else ""),
-              flush=True)
+        print(
+            f"  {figure}: {value}" + (f"  [target {target}: {_verdict(ok)}]" if target else ""),
+            flush=True,
+        )
 
     def text(self) -> str:
         header = ("part", "figure", "value", "target", "holds")
-        cells = [header,
-                 *((r.part, r.figure, r.value, r.target, _verdict(r.ok)) for r in self.rows)]
+        cells = [
+            header,
+            *((r.part, r.figure, r.value, r.target, _verdict(r.ok)) for r in self.rows),
+        ]
         widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                 for row in cells]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
     def markdown(self) -> str:
         lines = ["| part | figure | value | target | holds |", "|---|---|---|---|---|"]
-        lines += [f"| {r.part} | {r.figure} | {r.value} | {r.target} | {_verdict(r.ok)} |"
-                  for r in self.rows]
+        lines += [
+            f"| {r.part} | {r.figure} | {r.value} | {r.target} | {_verdict(r.ok)} |"
+            for r in self.rows
+        ]
         return "\n".join(lines)
 
 
@@ -94,11 +107,15 @@ class Ran:
 
 
 def run_measured(
-    cmd: Sequence[str], *, stdin: Path | None, stdout: Path, env: dict[str, str] | None = None,
+    cmd: Sequence[str],
+    *,
+    stdin: Path | None,
+    stdout: Path,
+    env: dict[str, str] | None = None,
     timeout: float = 300.0,
 ) -> Ran:
     """Run one command, stdin from a file, stdout to a file; its own rusage via wait4."""
-    with (stdin.open("rb") if stdin else open(os.devnull, "rb")) as fin, stdout.open("wb") as fout:  # noqa: PTH123
+    with stdin.open("rb") if stdin else open(os.devnull, "rb") as fin, stdout.open("wb") as fout:  # noqa: PTH123
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=subprocess.DEVNULL, env=env)
         deadline = started + timeout
@@ -122,7 +139,8 @@ class FixedServer:
     def __init__(self, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [PY, str(HERE / "fixed_server.py"), "--port", "0", *extra],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
@@ -195,8 +213,9 @@ def count_lines(path: Path) -> int:
 def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
     """Most arrivals in any half-open window [t, t + window) (it suffices to start at arrivals)."""
     ordered = sorted(times)
-    return max((bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)),
-               default=0)
+    return max(
+        (bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)), default=0
+    )
 
 
 # --------------------------------------------------------------------------- parts
@@ -221,15 +240,34 @@ def server_capacity(server: FixedServer) -> tuple[float, str]:
     if shutil.which("wrk"):
         script = Path(tempfile.mkstemp(suffix=".lua")[1])
         script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        out = subprocess.run(["wrk", "-t1", "-c64", "-d3s", "-s", str(script), url],
-                             capture_output=True, text=True, check=True, timeout=60).stdout
+        out = subprocess.run(
+            ["wrk", "-t1", "-c64", "-d3s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
         script.unlink()
-        rate = next(float(line.split()[1]) for line in out.splitlines()
-                    if line.startswith("Requests/sec:"))
+        rate = next(
+            float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec:")
+        )
         return rate, "wrk -t1 -c64"
-    out = subprocess.run([PY, str(HERE / "rawload.py"), "127.0.0.1", str(server.port),
-                          "--connections", "64", "--seconds", "3"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [
+            PY,
+            str(HERE / "rawload.py"),
+            "127.0.0.1",
+            str(server.port),
+            "--connections",
+            "64",
+            "--seconds",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return float(json.loads(out)["rate"]), "rawload.py, 64 connections"
 
 
@@ -242,13 +280,31 @@ def part_floor(ctx: Context) -> None:
         capacity, how = server_capacity(server)
         server.reset()
         variants: dict[str, Callable[[int], list[str]]] = {
-            "floor": lambda _: [PY, str(HERE / "floor.py"), server.base_url,
-                                "--concurrency", str(conc)],
-            "bulkretry": lambda _: [*bulkretry_cmd(), "retry", "--rate", "0",
-                                    "--concurrency", str(conc)],
-            "bulkretry --journal": lambda r: [*bulkretry_cmd(), "retry", "--rate", "0",
-                                              "--concurrency", str(conc),
-                                              "--journal", str(ctx.work / f"journal-{r}.jsonl")],
+            "floor": lambda _: [
+                PY,
+                str(HERE / "floor.py"),
+                server.base_url,
+                "--concurrency",
+                str(conc),
+            ],
+            "bulkretry": lambda _: [
+                *bulkretry_cmd(),
+                "retry",
+                "--rate",
+                "0",
+                "--concurrency",
+                str(conc),
+            ],
+            "bulkretry --journal": lambda r: [
+                *bulkretry_cmd(),
+                "retry",
+                "--rate",
+                "0",
+                "--concurrency",
+                str(conc),
+                "--journal",
+                str(ctx.work / f"journal-{r}.jsonl"),
+            ],
         }
         results: dict[str, list[Ran]] = {name: [] for name in variants}
         for r in range(ctx.rounds):
@@ -260,11 +316,15 @@ def part_floor(ctx: Context) -> None:
                 lines = count_lines(out)
                 want = n if name == "floor" else n + 1
                 if ran.returncode != 0 or lines != want or stats["ok"] != n:
-                    raise RuntimeError(f"{name}: rc={ran.returncode} lines={lines} "
-                                       f"server ok={stats['ok']}")
+                    raise RuntimeError(
+                        f"{name}: rc={ran.returncode} lines={lines} server ok={stats['ok']}"
+                    )
                 results[name].append(ran)
-                print(f"    round {r + 1} {name}: {n / ran.wall:,.0f}/s "
-                      f"({ran.wall:.2f}s wall, {ran.cpu:.2f}s cpu)", flush=True)
+                print(
+                    f"    round {r + 1} {name}: {n / ran.wall:,.0f}/s "
+                    f"({ran.wall:.2f}s wall, {ran.cpu:.2f}s cpu)",
+                    flush=True,
+                )
         curl_rate = curl_floor(ctx, server, n_curl, conc)
 
     def rate(name: str) -> float:
@@ -274,30 +334,64 @@ def part_floor(ctx: Context) -> None:
         return statistics.median(ran.cpu / n * 1e6 for ran in results[name])
 
     floor_rate = rate("floor")
-    table.add("floor", "fixed server capacity", f"{capacity:,.0f} req/s ({how})",
-              "several x floor", capacity >= 3 * floor_rate)
-    table.add("floor", f"raw aiohttp floor ({conc} in flight, {n:,} IDs)",
-              f"{floor_rate:,.0f} req/s, {cpu_us('floor'):.0f} us CPU/req")
+    table.add(
+        "floor",
+        "fixed server capacity",
+        f"{capacity:,.0f} req/s ({how})",
+        "several x floor",
+        capacity >= 3 * floor_rate,
+    )
+    table.add(
+        "floor",
+        f"raw aiohttp floor ({conc} in flight, {n:,} IDs)",
+        f"{floor_rate:,.0f} req/s, {cpu_us('floor'):.0f} us CPU/req",
+    )
     for name in ("bulkretry", "bulkretry --journal"):
-        ratios = [n / b.wall / (n / f.wall) for f, b in zip(results["floor"], results[name],
-                                                               strict=True)]
+        ratios = [
+            n / b.wall / (n / f.wall) for f, b in zip(results["floor"], results[name], strict=True)
+        ]
         ratio = statistics.median(ratios)
-        table.add("floor", f"{name} --rate 0 --concurrency {conc}",
-                  f"{rate(name):,.0f} req/s, {cpu_us(name):.0f} us CPU/req")
+        table.add(
+            "floor",
+            f"{name} --rate 0 --concurrency {conc}",
+            f"{rate(name):,.0f} req/s, {cpu_us(name):.0f} us CPU/req",
+        )
         journal = "journal" in name
-        table.add("floor", f"{name} / floor (median of {ctx.rounds} alternating rounds)",
-                  f"{ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
-                  ">= 0.8" if journal else "", ratio >= 0.8 if journal else None)
+        table.add(
+            "floor",
+            f"{name} / floor (median of {ctx.rounds} alternating rounds)",
+            f"{ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+            ">= 0.8" if journal else "",
+            ratio >= 0.8 if journal else None,
+        )
     table.add("floor", f"xargs -P {conc} curl ({n_curl:,} IDs)", f"{curl_rate:,.0f} req/s")
-    table.add("floor", "bulkretry / curl", f"{rate('bulkretry') / curl_rate:.0f}x", ">= 20x",
-              rate("bulkretry") / curl_rate >= 20)
+    table.add(
+        "floor",
+        "bulkretry / curl",
+        f"{rate('bulkretry') / curl_rate:.0f}x",
+        ">= 20x",
+        rate("bulkretry") / curl_rate >= 20,
+    )
 
 
 def curl_floor(ctx: Context, server: FixedServer, n: int, conc: int) -> float:
     ids = ctx.ids(n)
     url = server.base_url + "/runs/{}/action?op=re-trigger"
-    cmd = ["xargs", "-P", str(conc), "-I{}", "curl", "-s", "-X", "POST",
-           "-H", "Content-Type: application/json", "-H", "Authorization: Bearer curl", url]
+    cmd = [
+        "xargs",
+        "-P",
+        str(conc),
+        "-I{}",
+        "curl",
+        "-s",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Authorization: Bearer curl",
+        url,
+    ]
     ran = run_measured(cmd, stdin=ids, stdout=ctx.work / "curl-out.txt")
     ok = server.stats()["ok"]
     server.reset()
@@ -310,35 +404,54 @@ def part_memory(ctx: Context) -> None:
     table = ctx.table
     runs = []
     for n in (1_000, 200_000, 1_000_000):
-        ran = run_measured([*bulkretry_cmd(), "retry", "--dry-run"], stdin=ctx.ids(n),
-                           stdout=ctx.work / "dry.jsonl")
+        ran = run_measured(
+            [*bulkretry_cmd(), "retry", "--dry-run"],
+            stdin=ctx.ids(n),
+            stdout=ctx.work / "dry.jsonl",
+        )
         planned = summary_of(ctx.work / "dry.jsonl").get("planned")
         if ran.returncode != 0 or planned != n:
             raise RuntimeError(f"dry run {n}: rc={ran.returncode} planned={planned}")
         runs.append((n, ran))
-        print(f"    dry run {n:,}: {ran.maxrss_mb:.0f} MB peak, {n / ran.wall:,.0f} IDs/s",
-              flush=True)
+        print(
+            f"    dry run {n:,}: {ran.maxrss_mb:.0f} MB peak, {n / ran.wall:,.0f} IDs/s", flush=True
+        )
     base = runs[0][1].maxrss_mb
     for n, ran in runs[1:]:
         growth = (ran.maxrss_mb - base) * 1024 * 1024 / n
         big = n == 1_000_000
-        table.add("memory", f"peak RSS, --dry-run {n:,} IDs via stdin",
-                  f"{ran.maxrss_mb:.0f} MB ({growth:.0f} B/ID over a 1,000-ID run; "
-                  f"{n / ran.wall:,.0f} IDs/s)",
-                  "< 100 MB" if big else "", ran.maxrss_mb < 100 if big else None)
-    table.add("memory", "a Python set of the same 1,000,000 IDs (the dedup floor)",
-              f"{dedup_set_mb(ctx.ids(1_000_000)):.0f} MB")
+        table.add(
+            "memory",
+            f"peak RSS, --dry-run {n:,} IDs via stdin",
+            f"{ran.maxrss_mb:.0f} MB ({growth:.0f} B/ID over a 1,000-ID run; "
+            f"{n / ran.wall:,.0f} IDs/s)",
+            "< 100 MB" if big else "",
+            ran.maxrss_mb < 100 if big else None,
+        )
+    table.add(
+        "memory",
+        "a Python set of the same 1,000,000 IDs (the dedup floor)",
+        f"{dedup_set_mb(ctx.ids(1_000_000)):.0f} MB",
+    )
     n = 200_000
     with fixed_server() as server:
         out = ctx.work / "real.jsonl"
-        ran = run_measured([*bulkretry_cmd(), "retry", "--rate", "0", "--concurrency", "32"],
-                           stdin=ctx.ids(n), stdout=out, env=bulkretry_env(server.base_url))
+        ran = run_measured(
+            [*bulkretry_cmd(), "retry", "--rate", "0", "--concurrency", "32"],
+            stdin=ctx.ids(n),
+            stdout=out,
+            env=bulkretry_env(server.base_url),
+        )
         done = summary_of(out).get("retriggered")
     if ran.returncode != 0 or done != n:
         raise RuntimeError(f"real job: rc={ran.returncode} retriggered={done}")
-    table.add("memory", f"peak RSS, real job {n:,} IDs via stdin (--concurrency 32)",
-              f"{ran.maxrss_mb:.0f} MB ({n / ran.wall:,.0f} req/s)", "< 100 MB",
-              ran.maxrss_mb < 100)
+    table.add(
+        "memory",
+        f"peak RSS, real job {n:,} IDs via stdin (--concurrency 32)",
+        f"{ran.maxrss_mb:.0f} MB ({n / ran.wall:,.0f} req/s)",
+        "< 100 MB",
+        ran.maxrss_mb < 100,
+    )
 
 
 def dedup_set_mb(ids: Path) -> float:
@@ -349,8 +462,11 @@ def dedup_set_mb(ids: Path) -> float:
         "seen = {line.strip() for line in open(sys.argv[1])}\n"
         "print((rss() - before) / 2**20)\n"
     )
-    return float(subprocess.run([PY, "-c", code, str(ids)], capture_output=True, text=True,
-                                check=True).stdout)
+    return float(
+        subprocess.run(
+            [PY, "-c", code, str(ids)], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def part_pacing(ctx: Context) -> None:
@@ -358,27 +474,44 @@ def part_pacing(ctx: Context) -> None:
         n = rate * seconds
         with fixed_server("--record-times") as server:
             out = ctx.work / "pacing.jsonl"
-            ran = run_measured([*bulkretry_cmd(), "retry", "--rate", str(rate),
-                                "--concurrency", "32"],
-                               stdin=ctx.ids(n), stdout=out, env=bulkretry_env(server.base_url))
+            ran = run_measured(
+                [*bulkretry_cmd(), "retry", "--rate", str(rate), "--concurrency", "32"],
+                stdin=ctx.ids(n),
+                stdout=out,
+                env=bulkretry_env(server.base_url),
+            )
             times = server.stats()["times"]
         assert isinstance(times, list)
         if ran.returncode != 0 or len(times) != n:
             raise RuntimeError(f"pacing: rc={ran.returncode} requests={len(times)}")
         worst = max_in_window(times)
         used = (n - 1) / (max(times) - min(times)) / rate
-        ctx.table.add("pacing", f"--rate {rate}, {n} IDs: most starts in any 1 s window",
-                      f"{worst}", f"<= {rate}", worst <= rate)
-        ctx.table.add("pacing", f"--rate {rate}: share of R used (first to last arrival)",
-                      f"{used:.1%}", ">= 97%", used >= 0.97)
+        ctx.table.add(
+            "pacing",
+            f"--rate {rate}, {n} IDs: most starts in any 1 s window",
+            f"{worst}",
+            f"<= {rate}",
+            worst <= rate,
+        )
+        ctx.table.add(
+            "pacing",
+            f"--rate {rate}: share of R used (first to last arrival)",
+            f"{used:.1%}",
+            ">= 97%",
+            used >= 0.97,
+        )
 
 
 def part_throttled(ctx: Context) -> None:
     n, limit = 600, 30
     with fixed_server("--max-rate", str(limit), "--record-times") as server:
         out = ctx.work / "throttled.jsonl"
-        ran = run_measured([*bulkretry_cmd(), "retry", "--rate", "100", "--concurrency", "10"],
-                           stdin=ctx.ids(n), stdout=out, env=bulkretry_env(server.base_url))
+        ran = run_measured(
+            [*bulkretry_cmd(), "retry", "--rate", "100", "--concurrency", "10"],
+            stdin=ctx.ids(n),
+            stdout=out,
+            env=bulkretry_env(server.base_url),
+        )
         stats = server.stats()
     summary = summary_of(out)
     ok_times = stats["ok_times"]
@@ -386,33 +519,58 @@ def part_throttled(ctx: Context) -> None:
     elapsed = float(summary.get("elapsed_s") or ran.wall)
     achieved = n / elapsed
     table = ctx.table
-    table.add("throttled", f"server 429s above {limit}/s; bulkretry --rate 100, {n} IDs",
-              f"{achieved:.1f} req/s re-triggered = {achieved / limit:.0%} of {limit}/s "
-              f"({elapsed:.1f} s)", ">= 85%", achieved / limit >= 0.85)
-    table.add("throttled", "429 answers received", f"{stats['throttled']} "
-              f"({stats['throttled'] / n:.0%} of IDs)")
+    table.add(
+        "throttled",
+        f"server 429s above {limit}/s; bulkretry --rate 100, {n} IDs",
+        f"{achieved:.1f} req/s re-triggered = {achieved / limit:.0%} of {limit}/s "
+        f"({elapsed:.1f} s)",
+        ">= 85%",
+        achieved / limit >= 0.85,
+    )
+    table.add(
+        "throttled",
+        "429 answers received",
+        f"{stats['throttled']} ({stats['throttled'] / n:.0%} of IDs)",
+    )
     table.add("throttled", "failed", str(summary.get("failed")), "0", summary.get("failed") == 0)
-    table.add("throttled", "runs re-triggered twice (server count)",
-              str(stats["retriggered_twice"]), "0", stats["retriggered_twice"] == 0)
-    table.add("throttled", "re-triggered (summary / distinct at server)",
-              f"{summary.get('retriggered')} / {stats['distinct_ok']}", str(n),
-              summary.get("retriggered") == n == stats["distinct_ok"])
+    table.add(
+        "throttled",
+        "runs re-triggered twice (server count)",
+        str(stats["retriggered_twice"]),
+        "0",
+        stats["retriggered_twice"] == 0,
+    )
+    table.add(
+        "throttled",
+        "re-triggered (summary / distinct at server)",
+        f"{summary.get('retriggered')} / {stats['distinct_ok']}",
+        str(n),
+        summary.get("retriggered") == n == stats["distinct_ok"],
+    )
 
 
 def part_latency(ctx: Context) -> None:
     n, conc, latency = 320, 64, 1.0
     with fixed_server("--latency", str(latency)) as server:
         out = ctx.work / "latency.jsonl"
-        ran = run_measured([*bulkretry_cmd(), "retry", "--rate", "0", "--concurrency", str(conc)],
-                           stdin=ctx.ids(n), stdout=out, env=bulkretry_env(server.base_url))
+        ran = run_measured(
+            [*bulkretry_cmd(), "retry", "--rate", "0", "--concurrency", str(conc)],
+            stdin=ctx.ids(n),
+            stdout=out,
+            env=bulkretry_env(server.base_url),
+        )
     summary = summary_of(out)
     if ran.returncode != 0 or summary.get("retriggered") != n:
         raise RuntimeError(f"latency: rc={ran.returncode} summary={summary}")
     elapsed = float(summary["elapsed_s"])  # type: ignore[arg-type]
     achieved = n / elapsed
-    ctx.table.add("latency", f"1 s server latency, --concurrency {conc} --rate 0, {n} IDs",
-                  f"{achieved:.1f} req/s ({achieved / conc:.0%} of {conc}/s, {elapsed:.2f} s)",
-                  f"~{conc}/s (>= 90%)", achieved >= 0.9 * conc)
+    ctx.table.add(
+        "latency",
+        f"1 s server latency, --concurrency {conc} --rate 0, {n} IDs",
+        f"{achieved:.1f} req/s ({achieved / conc:.0%} of {conc}/s, {elapsed:.2f} s)",
+        f"~{conc}/s (>= 90%)",
+        achieved >= 0.9 * conc,
+    )
 
 
 def part_profile(ctx: Context) -> None:
@@ -422,18 +580,35 @@ def part_profile(ctx: Context) -> None:
     n = 20_000
     prof = ctx.work / "bulkretry.prof"
     with fixed_server() as server:
-        run_measured([PY, "-m", "cProfile", "-o", str(prof), "-m", "bulkretry", "retry",
-                      "--rate", "0", "--concurrency", "32"],
-                     stdin=ctx.ids(n), stdout=ctx.work / "profile.jsonl",
-                     env=bulkretry_env(server.base_url))
+        run_measured(
+            [
+                PY,
+                "-m",
+                "cProfile",
+                "-o",
+                str(prof),
+                "-m",
+                "bulkretry",
+                "retry",
+                "--rate",
+                "0",
+                "--concurrency",
+                "32",
+            ],
+            stdin=ctx.ids(n),
+            stdout=ctx.work / "profile.jsonl",
+            env=bulkretry_env(server.base_url),
+        )
     stats = pstats.Stats(str(prof))
     entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
     print(f"  cProfile, {n:,} re-triggers (times inflated by profiling; compare shares):")
     print(f"  {'own us/req':>10} {'cum us/req':>10} {'calls/req':>9}  function")
     for (filename, line, name), (_, ncalls, own, cum, _) in entries[:25]:
         where = filename.split("site-packages/")[-1].split("/work/main/")[-1]
-        print(f"  {own / n * 1e6:10.1f} {cum / n * 1e6:10.1f} {ncalls / n:9.2f}  "
-              f"{name} ({where}:{line})")
+        print(
+            f"  {own / n * 1e6:10.1f} {cum / n * 1e6:10.1f} {ncalls / n:9.2f}  "
+            f"{name} ({where}:{line})"
+        )
     ctx.table.add("profile", "cProfile written to", str(prof))
 
 
@@ -456,16 +631,24 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    version = subprocess.run([*bulkretry_cmd(), "--version"], capture_output=True, text=True,
-                             check=False).stdout.strip()
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; "
-            f"Python {platform.python_version()}; {version}; {time.strftime('%Y-%m-%d')}")
+    version = subprocess.run(
+        [*bulkretry_cmd(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; "
+        f"Python {platform.python_version()}; {version}; {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="bulkretry benchmarks; see benchmarks/README.md")
-    parser.add_argument("--only", nargs="+", choices=[*PARTS, *EXTRA_PARTS], metavar="PART",
-                        help=f"run only these parts: {', '.join([*PARTS, *EXTRA_PARTS])}")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[*PARTS, *EXTRA_PARTS],
+        metavar="PART",
+        help=f"run only these parts: {', '.join([*PARTS, *EXTRA_PARTS])}",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating floor rounds (3)")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")

@@ -203,6 +203,24 @@ def test_cli_exits_2_when_another_process_holds_the_journal(emulator, thread_ser
     assert path.read_bytes() == b""
 
 
+@pytest.mark.parametrize(
+    ("where", "extra"),
+    [("dir", []), ("missing/j", []), ("dir", ["--dry-run"])],
+)
+def test_an_unusable_journal_path_is_a_usage_error(emulator, thread_server, tmp_path, where, extra):
+    """A journal that is a directory or lies in a missing one: exit 2, one line, nothing sent."""
+    (tmp_path / "dir").mkdir()
+    path = tmp_path / where
+    result = run_cli(
+        ["retry", "--journal", str(path), "--rate", "0", *extra],
+        env=cli_env(thread_server), stdin=b"x-1\n",
+    )
+    assert result.code == 2
+    assert f"journal {path}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert emulator.stats.requests == []
+
+
 # Intent before send
 
 
@@ -227,14 +245,14 @@ async def test_every_attempt_writes_an_intent_and_every_outcome_is_recorded(
 ):
     """A retried run has an intent per attempt, a safe failure between them, then its outcome."""
     path = tmp_path / "j"
-    emulator.faults = Faults(retry_after=0, script={"t-1": ["throttle", "unavailable", "ok"]})
+    emulator.faults = Faults(script={"t-1": ["unavailable", "unavailable", "ok"]})
     settings = JobSettings(rate=0, journal=path)
     async with bulkretry.retrigger(["t-1"], api_settings, settings, backoff=FAST) as job:
         [outcome] = [outcome async for outcome in job]
     assert isinstance(outcome, Retriggered)
     states = [(line["state"], line.get("status")) for line in journal_lines(path)]
     assert states == [
-        ("intent", None), ("failed", 429), ("intent", None), ("failed", 503), ("intent", None),
+        ("intent", None), ("failed", 503), ("intent", None), ("failed", 503), ("intent", None),
         ("retriggered", None),
     ]
     assert journal_lines(path)[-1]["new_run_id"] == outcome.new_run_id
