@@ -9,16 +9,15 @@ every success adds a little more, until the slow-down lets go. The share thresho
 rather than "any 429", keeps a few stray 429s from dragging a fast job down to a crawl
 (with 5 % random 429s, "any 429" held an unlimited job near 11 requests a second).
 
-``Pace`` enforces ``--rate R``: an aiolimiter leaky bucket of capacity one that drains
-in ``(1 + margin) / R`` seconds. Capacity one means no burst at start, and any R + 1
-consecutive starts span at least ``1 + margin`` seconds, so no one-second window sees
-more than R even after a few milliseconds of network jitter (cf. aiometer's meters:
-each meter answers only "how long until the next start", and they compose).
+``Pace`` enforces ``--rate R``: no burst at start, at most R starts in any one-second
+window, and about 98 % of R used (see its docstring). Like aiometer's meters, each part
+answers only "how long until the next start", and they compose.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from typing import Final
 
@@ -26,7 +25,9 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 MARGIN: Final = 0.02
-"""Slack per one-second window: 2 % of the rate, or 20 ms of arrival jitter."""
+"""The pace runs 2 % under ``--rate``: room for arrival jitter at the server."""
+_SPAN: Final = 1 + MARGIN / 2
+"""Seconds that any ``rate + 1`` consecutive starts span at least: 10 ms of jitter absorbed."""
 
 _WINDOW: Final = 1.0
 """Seconds of starts and 429s the share is measured over."""
@@ -43,15 +44,40 @@ _FLOOR: Final = 0.5
 
 
 class Pace:
-    """At most ``rate`` starts in any one-second window, evenly spaced; 0 means no limit."""
+    """At most ``rate`` starts in any one-second window, evenly spaced; 0 means no limit.
+
+    Two parts. An aiolimiter leaky bucket draining ``rate / (1 + MARGIN)`` per second sets
+    the pace; it holds two units but starts with one already in, so the first start is
+    not a burst, while a wake-up a millisecond late (uvloop's timers tick in whole
+    milliseconds) is made up on the next start instead of slowing every later one. A
+    window of the last ``rate`` start slots then caps any ``rate + 1`` consecutive starts
+    to at least ``1 + MARGIN / 2`` seconds apart, measured on ``time.monotonic``: the
+    guarantee does not depend on the bucket's arithmetic.
+    """
 
     def __init__(self, rate: float) -> None:
-        self._limiter = AsyncLimiter(1, (1 + MARGIN) / rate) if rate > 0 else None
+        self._limiter = AsyncLimiter(2, 2 * (1 + MARGIN) / rate) if rate > 0 else None
+        self._primed = False
+        self._slots: deque[float] = deque(maxlen=max(1, int(rate)))
+
+    @property
+    def free(self) -> bool:
+        """True when there is no limit to wait for."""
+        return self._limiter is None
 
     async def wait(self) -> None:
         """Return when the next request may start."""
-        if self._limiter is not None:
-            await self._limiter.acquire()
+        if self._limiter is None:
+            return
+        if not self._primed:
+            self._primed = True
+            await self._limiter.acquire(1)  # one unit in: no burst at start
+        await self._limiter.acquire()
+        slots, now = self._slots, time.monotonic()
+        slot = max(now, slots[0] + _SPAN) if len(slots) == slots.maxlen else now
+        slots.append(slot)  # reserved before sleeping, so concurrent waiters queue behind it
+        if slot > now:
+            await anyio.sleep(slot - now)
 
 
 class Slowdown:
@@ -126,6 +152,11 @@ class Admission:
     def __init__(self, rate: float) -> None:
         self._pace = Pace(rate)
         self.slowdown = Slowdown(rate)
+
+    @property
+    def free(self) -> bool:
+        """True when nothing would make a request wait: no rate limit, not slowed."""
+        return self._pace.free and self.slowdown.rate is None
 
     async def wait(self) -> None:
         """Wait for the slow-down slot, then the user's rate; then the request starts."""

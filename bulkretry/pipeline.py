@@ -170,9 +170,15 @@ class Pipeline:
         assert self._client is not None
         attempts, last = 0, None
         while True:
-            with self.stopper.interruptible() as scope:
-                await self._admission.wait()
-            if scope.cancelled_caught:
+            if self._admission.free:  # the common unlimited case: no scope, no wait
+                self._admission.slowdown.started(anyio.current_time())
+                await anyio.lowlevel.checkpoint()
+                interrupted = self.stopper.stopped
+            else:
+                with self.stopper.interruptible() as scope:
+                    await self._admission.wait()
+                interrupted = scope.cancelled_caught
+            if interrupted:
                 return last or Skipped(run_id, "interrupted")
             if self._fatal is not None:
                 return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)

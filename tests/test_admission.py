@@ -157,3 +157,25 @@ async def test_a_rate_limited_server_is_met_without_failures(emulator, api_setti
     assert not_done == []
     assert emulator.stats.retriggers == dict.fromkeys(ids, 1)
     assert emulator.stats.responses[429] > 0  # the limit was met, not avoided by luck
+
+
+async def test_pace_uses_nearly_all_of_the_rate_without_exceeding_it():
+    """At R=200 with 32 waiters: no window over R, no burst at start, about 98 % of R used."""
+    import time
+
+    from bulkretry.admission import Pace
+
+    pace, starts = Pace(200), []
+
+    async def worker(ids):
+        for _ in ids:
+            await pace.wait()
+            starts.append(time.monotonic())
+
+    ids = iter(range(500))
+    async with anyio.create_task_group() as tasks:
+        for _ in range(32):
+            tasks.start_soon(worker, ids)
+    assert max(sum(1 for t in starts[i:] if t < s + 1) for i, s in enumerate(starts)) <= 200
+    assert starts[1] - starts[0] >= 0.9 / 200
+    assert (len(starts) - 1) / (starts[-1] - starts[0]) >= 0.85 * 200  # benchmarks hold 97 %
