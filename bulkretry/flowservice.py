@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
+import yarl
 
 from .auth import ImsTokens, StaticToken, TokenSource
 from .config import ApiSettings, ClientCredentials
@@ -65,6 +66,8 @@ class FlowService:
     ) -> None:
         self._session = session
         self._base = api.base_url
+        base = yarl.URL(api.base_url)
+        self._scheme, self._authority, self._path = base.scheme, base.raw_authority, base.raw_path
         self._tokens = tokens
         self._headers = {
             "x-api-key": api.api_key,
@@ -81,7 +84,14 @@ class FlowService:
 
     async def retrigger(self, run_id: str) -> Accepted:
         """POST the re-trigger for a validated run ID; raise the mapped error otherwise."""
-        url = f"{self._base}/runs/{run_id}/action?op={RETRIGGER_OP}"
+        # Run IDs are validated to [A-Za-z0-9_-], so the URL is built pre-encoded: no parsing.
+        url = yarl.URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=f"{self._path}/runs/{run_id}/action",
+            query_string=f"op={RETRIGGER_OP}",
+            encoded=True,
+        )
         status, body, headers = await self._request("POST", url)
         if not 200 <= status < 300:
             raise _api_error(status, body, headers)
@@ -108,7 +118,7 @@ class FlowService:
             raise APIError(status, None, "answer is not JSON") from None
 
     async def _request(
-        self, method: str, url: str, params: Sequence[tuple[str, str]] = ()
+        self, method: str, url: str | yarl.URL, params: Sequence[tuple[str, str]] = ()
     ) -> tuple[int, bytes, Mapping[str, str]]:
         token = await self._tokens.token()
         status, body, headers = await self._send(method, url, params, token)
@@ -118,7 +128,7 @@ class FlowService:
         return status, body, headers
 
     async def _send(
-        self, method: str, url: str, params: Sequence[tuple[str, str]], token: str
+        self, method: str, url: str | yarl.URL, params: Sequence[tuple[str, str]], token: str
     ) -> tuple[int, bytes, Mapping[str, str]]:
         try:
             async with self._session.request(

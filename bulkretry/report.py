@@ -7,6 +7,7 @@ user's own structlog setup is left alone, and two jobs in one process do not col
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
 import orjson
@@ -16,17 +17,21 @@ from structlog.typing import EventDict, WrappedLogger
 from .outcomes import Outcome, Summary, Tally, outcome_fields
 
 REDACTED: Final = "[REDACTED]"
+_REDACTED_BYTES: Final = REDACTED.encode()
 _MIN_SECRET: Final = 8
 """Shorter values are not real secrets, and scrubbing them would mangle every line."""
 BATCH: Final = 256
 """Lines written in one go at most, when outcomes arrive faster than they are written."""
 
 
-def _leading(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-    """Put ``event``, ``timestamp`` and ``level`` first, so lines read well by eye."""
+def _head(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Add ``timestamp`` (ISO 8601, UTC) and ``level``, and put the three common fields first.
+
+    One processor instead of TimeStamper plus a reorder: this runs once per run ID.
+    """
     return {
         "event": event_dict.pop("event"),
-        "timestamp": event_dict.pop("timestamp"),
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "level": method,
         **event_dict,
     }
@@ -52,6 +57,19 @@ class Redactor:
                 if isinstance(value, str):
                     event_dict[key] = self.scrub(value, secrets)
         return event_dict
+
+    def rendered(self, _: WrappedLogger, __: str, line: Any) -> Any:  # noqa: ANN401
+        """Scrub a rendered JSON line: one substring search per secret, at C speed.
+
+        Typed ``Any`` because structlog types every processor as dict to dict, while the
+        one after the renderer receives and returns bytes.
+        """
+        for secret in self._secrets():
+            if len(secret) >= _MIN_SECRET:
+                escaped = orjson.dumps(secret)[1:-1]  # the secret as it appears inside JSON
+                if escaped in line:
+                    line = line.replace(escaped, _REDACTED_BYTES)
+        return line
 
     @staticmethod
     def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -101,10 +119,9 @@ class Report:
         self._log = structlog.wrap_logger(
             self._lines,
             processors=[
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                _leading,
-                self.redactor,
+                _head,
                 structlog.processors.JSONRenderer(serializer=orjson.dumps),
+                self.redactor.rendered,
             ],
             wrapper_class=structlog.make_filtering_bound_logger(0),
             cache_logger_on_first_use=True,
