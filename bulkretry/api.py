@@ -1,12 +1,12 @@
 """The typed async API: what the CLI uses, and what a Python caller can use instead.
 
-    async with bulkretry.retrigger(run_ids, api, JobSettings(rate=5)) as job:
-        async for outcome in job:
-            ...
+async with bulkretry.retrigger(run_ids, api, JobSettings(rate=5)) as job:
+    async for outcome in job:
+        ...
 
-    async with bulkretry.list_failed(api, ListingSettings(flow_ids=("...",))) as lister:
-        async for record in lister.records():
-            ...
+async with bulkretry.list_failed(api, ListingSettings(flow_ids=("...",))) as lister:
+    async for record in lister.records():
+        ...
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class RetriggerJob:
 
 
 @asynccontextmanager
-async def retrigger(  # noqa: PLR0913 - inputs, two settings, and two optional hooks
+async def retrigger(
     run_ids: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
     api: ApiSettings | None,
     settings: JobSettings | None = None,
@@ -115,6 +115,7 @@ async def retrigger(  # noqa: PLR0913 - inputs, two settings, and two optional h
         done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[Outcome](_OUT_BUFFER)
         if on_outcome is None:
+
             async def emit(outcome: Outcome) -> None:
                 await hand_on(send, outcome)
         else:

@@ -128,9 +128,7 @@ class ImsTokens:
             if self._fetches == fetches:  # nobody has tried since this task looked
                 await self._fetch()
             token = self._token
-            if token is not None and (
-                token is not seen or anyio.current_time() < self._expires_at
-            ):
+            if token is not None and (token is not seen or anyio.current_time() < self._expires_at):
                 return token.reveal()
             raise AuthError(self._failure or "no token from IMS")
 

@@ -223,11 +223,13 @@ def make_tokens(
 
 
 @asynccontextmanager
-async def open_session(concurrency: int, timeout: float) -> AsyncIterator[aiohttp.ClientSession]:
+async def open_session(
+    concurrency: int, request_timeout: float
+) -> AsyncIterator[aiohttp.ClientSession]:
     """One shared session, its connection pool sized to the concurrency."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     client_timeout = aiohttp.ClientTimeout(
-        total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_MAX)
+        total=request_timeout, sock_connect=min(request_timeout, _CONNECT_TIMEOUT_MAX)
     )
     async with aiohttp.ClientSession(
         connector=connector,

@@ -145,4 +145,3 @@ class Journal:
             if self._dirty and self._fd >= 0:
                 self._dirty = False
                 await anyio.to_thread.run_sync(os.fsync, self._fd)
-

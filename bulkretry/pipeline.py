@@ -37,7 +37,9 @@ Emit = Callable[[Outcome], Awaitable[None]]
 FATAL_AFTER: Final = 3
 """Consecutive 401/403 refusals after which no further request is worth sending."""
 
-_NOT_APPLIED_ON_RESUME: Final = "journal has an intent with no outcome: the request may have been applied"
+_NOT_APPLIED_ON_RESUME: Final = (
+    "journal has an intent with no outcome: the request may have been applied"
+)
 
 
 class Stopper:
@@ -134,7 +136,7 @@ class Pipeline:
                 else:
                     await emit(outcome)
 
-    def _screen(self, item: str | Skipped) -> Outcome | None:
+    def _screen(self, item: str | Skipped) -> Outcome | None:  # noqa: PLR0911 - one exit per rule
         """The outcome that needs no request, or None when the run ID should be sent."""
         if isinstance(item, Skipped):
             return item
@@ -193,13 +195,17 @@ class Pipeline:
                 self._admission.slowdown.succeeded()
                 self._refusals = 0
                 return self._final(
-                    Retriggered(run_id, accepted.new_run_id, accepted.etag, attempts, accepted.status)
+                    Retriggered(
+                        run_id, accepted.new_run_id, accepted.etag, attempts, accepted.status
+                    )
                 )
             if floor is None or attempts >= self.settings.max_attempts:
                 return self._final(outcome)
             last = self._final(outcome)  # this attempt is settled: a crash now is safe to retry
             delay = self._backoff.delay(attempts, floor or None)
-            _log.debug("%s: attempt %d failed (%s); next in %.2fs", run_id, attempts, outcome.error, delay)
+            _log.debug(
+                "%s: attempt %d failed (%s); next in %.2fs", run_id, attempts, outcome.error, delay
+            )
             with self.stopper.interruptible() as scope:
                 await anyio.sleep(delay)
             if scope.cancelled_caught:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from tqdm import tqdm
@@ -21,7 +21,7 @@ def count_run_lines(paths: Sequence[str]) -> int | None:
     if not paths or "-" in paths:
         return None
     try:
-        infos = [os.stat(path) for path in paths]
+        infos = [Path(path).stat() for path in paths]
     except OSError:
         return None
     if not all(stat.S_ISREG(info.st_mode) for info in infos):

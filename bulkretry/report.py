@@ -51,6 +51,7 @@ class Redactor:
     def __call__(
         self, _: WrappedLogger, __: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        """As a processor before rendering: scrub every string field of an event."""
         secrets = [s for s in self._secrets() if len(s) >= _MIN_SECRET]
         if secrets:
             for key, value in event_dict.items():

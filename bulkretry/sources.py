@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Self
 
 import anyio
 import anyio.from_thread
@@ -116,7 +116,7 @@ class LineSplitter:
     def _finish(self, tail: bytes) -> bytes | Overlong:
         self._append(tail)
         line: bytes | Overlong = (
-            Overlong(bytes(self._buffer[:_EXCERPT * 4])) if self._overlong else bytes(self._buffer)
+            Overlong(bytes(self._buffer[: _EXCERPT * 4])) if self._overlong else bytes(self._buffer)
         )
         self._buffer.clear()
         self._overlong = False
@@ -147,7 +147,7 @@ class InputFiles:
         self._stack = ExitStack()
         self._opened: list[_Opened] = []
 
-    def __enter__(self) -> InputFiles:
+    def __enter__(self) -> Self:
         with ExitStack() as stack:
             for path in self._paths:
                 self._opened.append(_Opened(path, self._open(path, stack)))

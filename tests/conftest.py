@@ -17,8 +17,8 @@ from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
 
 ORG = "TESTORG@AdobeOrg"
 API_KEY = "test-client-id"
-CLIENT_SECRET = "test-client-secret-ABC123xyz"  # noqa: S105 - the emulator's
-TOKEN = "static-token-Q9w8E7r6"  # noqa: S105 - the emulator's
+CLIENT_SECRET = "test-client-secret-ABC123xyz"
+TOKEN = "static-token-Q9w8E7r6"
 
 
 @pytest.fixture
@@ -56,7 +56,10 @@ async def server(emulator: Emulator) -> AsyncIterator[Server]:
 def api_settings(server: Server) -> ApiSettings:
     """Static-token settings aimed at the test's emulator."""
     return ApiSettings(
-        base_url=server.base_url, api_key=API_KEY, org_id=ORG, sandbox="prod",
+        base_url=server.base_url,
+        api_key=API_KEY,
+        org_id=ORG,
+        sandbox="prod",
         credentials=Secret(TOKEN),
     )
 
@@ -108,7 +111,11 @@ def run_cli(
     """Run the installed CLI through its entry point, as users and schedulers do."""
     done = subprocess.run(
         [sys.executable, "-m", "bulkretry", *args],
-        input=stdin, capture_output=True, env=env, timeout=timeout, check=False,
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
     return CliResult(done.returncode, done.stdout, done.stderr.decode())
 

@@ -1,10 +1,12 @@
 """Admission: the 429 slow-down as pure arithmetic, then against a rate-limited emulator."""
 
+import time
+
 import anyio
 import pytest
 
 from bulkretry import Retriggered
-from bulkretry.admission import Admission, Slowdown
+from bulkretry.admission import Admission, Pace, Slowdown
 from bulkretry.emulator import Faults
 
 from .test_api import collect
@@ -161,10 +163,6 @@ async def test_a_rate_limited_server_is_met_without_failures(emulator, api_setti
 
 async def test_pace_uses_nearly_all_of_the_rate_without_exceeding_it():
     """At R=200 with 32 waiters: no window over R, no burst at start, about 98 % of R used."""
-    import time
-
-    from bulkretry.admission import Pace
-
     pace, starts = Pace(200), []
 
     async def worker(ids):

@@ -1,5 +1,7 @@
 """The library API end to end: the real pipeline against the emulator over loopback."""
 
+from dataclasses import replace
+
 import anyio
 import pytest
 
@@ -33,7 +35,7 @@ async def test_old_run_id_maps_to_the_new_run_id_and_etag_verbatim(emulator, api
         assert outcome.etag == new_run.etag and outcome.etag.startswith('"')
         assert new_run.flow_id == emulator.runs[outcome.run_id].flow_id
         assert (outcome.attempts, outcome.status) == (1, 200)
-    assert emulator.stats.retriggers == {run_id: 1 for run_id in ids}
+    assert emulator.stats.retriggers == dict.fromkeys(ids, 1)
 
 
 async def test_every_request_carries_the_five_documented_headers(emulator, api_settings):
@@ -56,7 +58,9 @@ async def test_duplicates_and_invalid_ids_are_never_sent(emulator, api_settings)
     outcomes = await collect(["ok-1", "ok-1", "../evil", "ok-2", "a?b"], api_settings)
     skipped = [o for o in outcomes if isinstance(o, Skipped)]
     assert {(o.run_id, o.reason) for o in skipped} == {
-        ("ok-1", "duplicate"), ("../evil", "invalid"), ("a?b", "invalid"),
+        ("ok-1", "duplicate"),
+        ("../evil", "invalid"),
+        ("a?b", "invalid"),
     }
     assert sorted(r.run_id for r in emulator.stats.requests) == ["ok-1", "ok-2"]
 
@@ -137,8 +141,6 @@ async def test_stop_interrupts_what_was_not_sent(emulator, api_settings):
 
 async def test_repeated_auth_refusals_stop_the_job(emulator, api_settings):
     """A wrong org makes the first requests fail; the rest fail without being sent."""
-    from dataclasses import replace
-
     wrong = replace(api_settings, org_id="WRONG@AdobeOrg")
     outcomes = await collect([f"w{n}" for n in range(40)], wrong, concurrency=2)
     assert all(isinstance(o, Failed) for o in outcomes)
@@ -166,7 +168,7 @@ async def test_async_iterables_feed_the_pipeline(emulator, api_settings):
     async def slow_ids():
         yield "early-1"
         with anyio.fail_after(5):
-            while not emulator.stats.requests:
+            while not emulator.stats.requests:  # noqa: ASYNC110 - polling another loop's state
                 await anyio.sleep(0.01)
         sent_before_end.set()
         yield "late-1"

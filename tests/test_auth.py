@@ -56,15 +56,22 @@ def creds(url: str, secret: str = CLIENT_SECRET, scopes: str = DEFAULT_SCOPES) -
 def oauth_settings(server: Server, secret: str = CLIENT_SECRET) -> ApiSettings:
     """Library settings that use OAuth against the emulator."""
     return ApiSettings(
-        base_url=server.base_url, api_key=API_KEY, org_id=ORG, sandbox="prod",
+        base_url=server.base_url,
+        api_key=API_KEY,
+        org_id=ORG,
+        sandbox="prod",
         credentials=creds(server.ims_url, secret),
     )
 
 
 def oauth_env(server: Server, **extra: str) -> dict[str, str]:
     """CLI environment with client credentials instead of a static token."""
-    oauth = {"AEP_ACCESS_TOKEN": "", "AEP_API_KEY": "", "AEP_CLIENT_ID": API_KEY,
-             "AEP_CLIENT_SECRET": CLIENT_SECRET}
+    oauth = {
+        "AEP_ACCESS_TOKEN": "",
+        "AEP_API_KEY": "",
+        "AEP_CLIENT_ID": API_KEY,
+        "AEP_CLIENT_SECRET": CLIENT_SECRET,
+    }
     return cli_env(server, **(oauth | extra))
 
 
@@ -82,7 +89,11 @@ def closed_port() -> int:
 
 @asynccontextmanager
 async def ims_tokens(
-    url: str, *, secret: str = CLIENT_SECRET, attempts: int = 5, backoff: Backoff = FAST,
+    url: str,
+    *,
+    secret: str = CLIENT_SECRET,
+    attempts: int = 5,
+    backoff: Backoff = FAST,
     scopes: str = DEFAULT_SCOPES,
 ) -> AsyncIterator[ImsTokens]:
     """A token provider with its own session, as the job builds one."""
@@ -109,8 +120,12 @@ class ScriptedIms:
         self.forms.append({k: str(v) for k, v in (await request.post()).items()})
         await anyio.sleep(self.delay)
         status, answer, headers = self.answers[min(len(self.forms), len(self.answers)) - 1]
-        return web.Response(status=status, body=orjson.dumps(answer), headers=headers,
-                            content_type="application/json")
+        return web.Response(
+            status=status,
+            body=orjson.dumps(answer),
+            headers=headers,
+            content_type="application/json",
+        )
 
 
 def granted(token: str, expires_in: Any = 86399) -> tuple[int, Any, dict[str, str]]:
@@ -149,10 +164,14 @@ async def test_token_form_has_exactly_the_four_client_credentials_fields():
     """The POST is a form of grant_type, client_id, client_secret and scope, nothing in the URL."""
     async with scripted_ims(granted("t-1")) as ims, ims_tokens(ims.url) as tokens:
         assert await tokens.token() == "t-1"
-    assert ims.forms == [{
-        "grant_type": "client_credentials", "client_id": API_KEY,
-        "client_secret": CLIENT_SECRET, "scope": DEFAULT_SCOPES,
-    }]
+    assert ims.forms == [
+        {
+            "grant_type": "client_credentials",
+            "client_id": API_KEY,
+            "client_secret": CLIENT_SECRET,
+            "scope": DEFAULT_SCOPES,
+        }
+    ]
     content_type, query, _ = ims.raw[0]
     assert (content_type, query) == ("application/x-www-form-urlencoded", "")
 
@@ -163,8 +182,12 @@ async def test_token_form_has_exactly_the_four_client_credentials_fields():
 )
 async def test_scopes_come_from_aep_scopes_or_the_default(emulator, server, env_scopes, sent):
     """AEP_SCOPES is sent verbatim as the scope; without it, the contract's default list."""
-    env = {"AEP_ORG_ID": ORG, "AEP_CLIENT_ID": API_KEY, "AEP_CLIENT_SECRET": CLIENT_SECRET,
-           "AEP_IMS_TOKEN_URL": server.ims_url}
+    env = {
+        "AEP_ORG_ID": ORG,
+        "AEP_CLIENT_ID": API_KEY,
+        "AEP_CLIENT_SECRET": CLIENT_SECRET,
+        "AEP_IMS_TOKEN_URL": server.ims_url,
+    }
     if env_scopes:
         env["AEP_SCOPES"] = env_scopes
     credentials = load_api_settings(env).credentials
@@ -216,8 +239,10 @@ async def test_32_concurrent_calls_on_a_missing_token_make_one_ims_request(emula
 
 async def test_32_concurrent_calls_on_an_expired_token_make_one_ims_request():
     """Thirty-two workers meeting an expired token cause one refresh, and all get the new one."""
-    async with scripted_ims(granted("old", 0.2), granted("new", 60)) as ims, \
-            ims_tokens(ims.url) as tokens:
+    async with (
+        scripted_ims(granted("old", 0.2), granted("new", 60)) as ims,
+        ims_tokens(ims.url) as tokens,
+    ):
         assert await tokens.token() == "old"
         await anyio.sleep(0.25)
         results: list[str] = []
@@ -234,8 +259,10 @@ async def test_32_concurrent_calls_on_an_expired_token_make_one_ims_request():
 
 async def test_the_token_is_refreshed_ahead_of_its_expiry():
     """Within the last tenth of its lifetime the token is replaced before it actually expires."""
-    async with scripted_ims(granted("first", 2), granted("second", 2)) as ims, \
-            ims_tokens(ims.url) as tokens:
+    async with (
+        scripted_ims(granted("first", 2), granted("second", 2)) as ims,
+        ims_tokens(ims.url) as tokens,
+    ):
         assert await tokens.token() == "first"
         await anyio.sleep(1.5)
         assert await tokens.token() == "first"  # well inside the lifetime: no request
@@ -249,8 +276,10 @@ async def test_the_token_is_refreshed_ahead_of_its_expiry():
 async def test_a_failed_early_refresh_keeps_the_valid_token_until_it_expires():
     """IMS failing inside the refresh margin: the old token serves until expiry, then AuthError."""
     down = (503, {"error": "temporarily_unavailable"}, {})
-    async with scripted_ims(granted("first", 2), down) as ims, \
-            ims_tokens(ims.url, attempts=2) as tokens:
+    async with (
+        scripted_ims(granted("first", 2), down) as ims,
+        ims_tokens(ims.url, attempts=2) as tokens,
+    ):
         await tokens.token()
         await anyio.sleep(1.82)
         assert await tokens.token() == "first"  # refresh failed, token still valid
@@ -327,8 +356,10 @@ async def test_concurrent_refreshes_after_401s_make_one_ims_request(emulator, se
 async def test_a_refused_token_is_not_handed_out_again_when_the_refresh_fails():
     """After a 401 and a failed refresh, the refused token is dropped: callers get AuthError."""
     down = (503, {"error": "temporarily_unavailable"}, {})
-    async with scripted_ims(granted("refused", 3600), down) as ims, \
-            ims_tokens(ims.url, attempts=1) as tokens:
+    async with (
+        scripted_ims(granted("refused", 3600), down) as ims,
+        ims_tokens(ims.url, attempts=1) as tokens,
+    ):
         stale = await tokens.token()
         with pytest.raises(AuthError):
             await tokens.refresh(stale)
@@ -354,8 +385,9 @@ async def test_a_401_with_an_issued_token_refreshes_once_and_resends():
     assert emulator.stats.retriggers == {"before-expiry": 1, "after-expiry": 1}
     assert emulator.stats.token_requests == 2
     assert emulator.stats.responses[401] == 1
-    sent = [r.headers["authorization"] for r in emulator.stats.requests
-            if r.run_id == "after-expiry"]
+    sent = [
+        r.headers["authorization"] for r in emulator.stats.requests if r.run_id == "after-expiry"
+    ]
     assert len(sent) == 2 and sent[0] != sent[1]
 
 
@@ -384,8 +416,10 @@ async def test_tokens_expiring_every_1_5_s_over_300_ids_apply_each_once_without_
 async def test_ims_5xx_and_dropped_connections_are_retried_with_backoff():
     """A 503 then a dropped connection are retried after growing waits, then the token comes."""
     emulator = make_emulator(faults=Faults(ims_script=["unavailable", "drop_before", "ok"]))
-    async with running(emulator) as server, \
-            ims_tokens(server.ims_url, backoff=full_backoff(0.1)) as tokens:
+    async with (
+        running(emulator) as server,
+        ims_tokens(server.ims_url, backoff=full_backoff(0.1)) as tokens,
+    ):
         started = time.monotonic()
         token = await tokens.token()
         elapsed = time.monotonic() - started
@@ -415,8 +449,10 @@ async def test_ims_429_is_retried_no_sooner_than_retry_after():
 
 async def test_an_ims_retry_after_beyond_a_minute_is_an_auth_error_at_once():
     """IMS asking for an hour's wait ends the fetch now rather than hanging the job."""
-    async with scripted_ims((429, {"error": "too_many"}, {"Retry-After": "3600"})) as ims, \
-            ims_tokens(ims.url) as tokens:
+    async with (
+        scripted_ims((429, {"error": "too_many"}, {"Retry-After": "3600"})) as ims,
+        ims_tokens(ims.url) as tokens,
+    ):
         with pytest.raises(AuthError, match="3600"):
             await tokens.token()
     assert len(ims.forms) == 1
@@ -471,8 +507,14 @@ async def test_an_unusable_expires_in_is_an_auth_error(expires_in):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://ims.example/ims/token/v3", "http://127.0.0.1.nip.io/x", "http://localhost.example/x",
-     "http://10.0.0.1/x", "http://0.0.0.0/x", "ftp://127.0.0.1/x"],
+    [
+        "http://ims.example/ims/token/v3",
+        "http://127.0.0.1.nip.io/x",
+        "http://localhost.example/x",
+        "http://10.0.0.1/x",
+        "http://0.0.0.0/x",
+        "ftp://127.0.0.1/x",
+    ],
 )
 def test_plain_http_is_refused_for_hosts_that_are_not_loopback(url):
     """Tokens and secrets only travel in clear text to this machine."""
@@ -482,8 +524,13 @@ def test_plain_http_is_refused_for_hosts_that_are_not_loopback(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.2:8/ims", "http://[::1]:9/ims", "http://LOCALHOST/ims",
-            "https://ims-na1.adobelogin.com/ims/token/v3"],
+    "url",
+    [
+        "http://127.0.0.2:8/ims",
+        "http://[::1]:9/ims",
+        "http://LOCALHOST/ims",
+        "https://ims-na1.adobelogin.com/ims/token/v3",
+    ],
 )
 def test_loopback_http_and_any_https_are_accepted(url):
     """Loopback http (any 127/8 address, ::1, localhost) and https anywhere pass unchanged."""
@@ -518,8 +565,9 @@ async def test_retrigger_url_is_built_below_the_base_path_as_given(emulator, ser
 def test_cli_wrong_secret_exits_2_saying_so_and_sends_nothing(emulator, thread_server):
     """IMS refusing the secret: exit 2, one clear line, no re-trigger, the secret not echoed."""
     wrong = "Wr0ng-Secret-Value-987"
-    result = run_cli(["retry"], env=oauth_env(thread_server, AEP_CLIENT_SECRET=wrong),
-                     stdin=b"w-1\nw-2\n")
+    result = run_cli(
+        ["retry"], env=oauth_env(thread_server, AEP_CLIENT_SECRET=wrong), stdin=b"w-1\nw-2\n"
+    )
     assert result.code == 2
     assert "IMS refused the credentials" in result.stderr and "AEP_CLIENT_SECRET" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -531,7 +579,9 @@ def test_cli_wrong_secret_exits_2_saying_so_and_sends_nothing(emulator, thread_s
 
 def test_cli_ims_unreachable_exits_2_quickly(emulator, thread_server):
     """Nothing listening at AEP_IMS_TOKEN_URL: exit 2 within seconds, saying IMS is unreachable."""
-    env = oauth_env(thread_server, AEP_IMS_TOKEN_URL=f"http://127.0.0.1:{closed_port()}/ims/token/v3")
+    env = oauth_env(
+        thread_server, AEP_IMS_TOKEN_URL=f"http://127.0.0.1:{closed_port()}/ims/token/v3"
+    )
     started = time.monotonic()
     result = run_cli(["retry", "--max-attempts", "2"], env=env, stdin=b"u-1\n", timeout=30)
     assert result.code == 2

@@ -25,7 +25,9 @@ def test_version_and_help():
 
 def test_stdin_job_exits_0_with_one_line_per_id_and_a_summary(emulator, thread_server):
     """IDs piped on stdin are re-triggered; each gets one line with the contract's fields."""
-    result = run_cli(["retry", "--rate", "0"], env=cli_env(thread_server), stdin=b"a-1\na-2\n\n# c\na-3\n")
+    result = run_cli(
+        ["retry", "--rate", "0"], env=cli_env(thread_server), stdin=b"a-1\na-2\n\n# c\na-3\n"
+    )
     assert result.code == 0, result.stderr
     lines = result.events("retriggered")
     assert {line["run_id"] for line in lines} == {"a-1", "a-2", "a-3"}
@@ -33,16 +35,23 @@ def test_stdin_job_exits_0_with_one_line_per_id_and_a_summary(emulator, thread_s
         assert set(line) == COMMON | {"run_id", "new_run_id", "etag", "attempts", "status"}
         assert line["timestamp"].endswith("Z") and line["level"] == "info"
     assert result.summary == result.summary | {
-        "total": 3, "retriggered": 3, "failed": 0, "uncertain": 0, "skipped": 0, "planned": 0,
+        "total": 3,
+        "retriggered": 3,
+        "failed": 0,
+        "uncertain": 0,
+        "skipped": 0,
+        "planned": 0,
     }
     assert emulator.stats.retriggers == {"a-1": 1, "a-2": 1, "a-3": 1}
 
 
-def test_files_and_dash_mix_files_with_stdin(emulator, thread_server, tmp_path):
+def test_files_and_dash_mix_files_with_stdin(thread_server, tmp_path):
     """Named files and '-' are read in order; a JSON line from 'bulkretry failed' pipes in."""
     path = tmp_path / "ids.txt"
     path.write_text('f-1\n{"run_id": "f-2", "flow_id": "x", "status": "failed"}\n')
-    result = run_cli(["retry", str(path), "-", "--rate", "0"], env=cli_env(thread_server), stdin=b"s-1\n")
+    result = run_cli(
+        ["retry", str(path), "-", "--rate", "0"], env=cli_env(thread_server), stdin=b"s-1\n"
+    )
     assert result.code == 0, result.stderr
     assert [line["run_id"] for line in result.lines[:-1]] == ["f-1", "f-2", "s-1"] or {
         line["run_id"] for line in result.lines[:-1]
@@ -52,7 +61,9 @@ def test_files_and_dash_mix_files_with_stdin(emulator, thread_server, tmp_path):
 def test_exit_1_when_anything_failed_or_was_invalid(emulator, thread_server):
     """An invalid line, a duplicate and a refused run: exit 1, and the counts add up."""
     emulator.auto_create = False
-    result = run_cli(["retry"], env=cli_env(thread_server), stdin=b"bad id!\nunknown-1\nunknown-1\n")
+    result = run_cli(
+        ["retry"], env=cli_env(thread_server), stdin=b"bad id!\nunknown-1\nunknown-1\n"
+    )
     assert result.code == 1
     assert result.events("skipped")[0] | {"reason": "invalid"} == result.events("skipped")[0]
     assert {line["reason"] for line in result.events("skipped")} == {"invalid", "duplicate"}
@@ -61,7 +72,9 @@ def test_exit_1_when_anything_failed_or_was_invalid(emulator, thread_server):
     assert failed["status"] == 404
     summary = result.summary
     assert summary["total"] == 3 == len(result.lines) - 1
-    assert summary["total"] == sum(summary[k] for k in ("retriggered", "failed", "uncertain", "skipped", "planned"))
+    assert summary["total"] == sum(
+        summary[k] for k in ("retriggered", "failed", "uncertain", "skipped", "planned")
+    )
 
 
 def test_only_duplicates_still_exit_0(thread_server):
@@ -116,7 +129,9 @@ def test_streaming_a_request_completes_while_stdin_is_still_open(emulator, threa
     """The first re-trigger is sent and reported before the input has ended."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkretry", "retry", "--rate", "0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=cli_env(thread_server),
     )
     assert proc.stdin is not None and proc.stdout is not None
@@ -137,7 +152,9 @@ def test_sigterm_finishes_in_flight_reports_and_exits_130(emulator, thread_serve
     emulator.faults = Faults(latency=0.3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkretry", "retry", "--rate", "0", "--concurrency", "4"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=cli_env(thread_server),
     )
     assert proc.stdin is not None

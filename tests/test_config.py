@@ -25,9 +25,13 @@ def test_defaults_from_the_contract():
 def test_flags_beat_environment():
     """A flag wins over its environment variable."""
     env = BASE | {"AEP_SANDBOX_NAME": "dev", "AEP_FLOW_SERVICE_URL": "https://a.example/fs"}
-    settings = load_api_settings(env, sandbox="stage", org="FLAG@AdobeOrg", base_url="https://b.example/x/")
+    settings = load_api_settings(
+        env, sandbox="stage", org="FLAG@AdobeOrg", base_url="https://b.example/x/"
+    )
     assert (settings.sandbox, settings.org_id, settings.base_url) == (
-        "stage", "FLAG@AdobeOrg", "https://b.example/x",
+        "stage",
+        "FLAG@AdobeOrg",
+        "https://b.example/x",
     )
 
 
@@ -60,9 +64,19 @@ def test_secret_can_come_from_a_file(tmp_path):
         ({"AEP_ORG_ID": "o", "AEP_ACCESS_TOKEN": "t"}, "AEP_API_KEY"),
         ({"AEP_ORG_ID": "o", "AEP_CLIENT_ID": "c"}, "AEP_CLIENT_SECRET"),
         ({"AEP_ORG_ID": "o", "AEP_CLIENT_SECRET": "s"}, "AEP_CLIENT_ID"),
-        ({"AEP_ORG_ID": "o", "AEP_CLIENT_ID": "c", "AEP_CLIENT_SECRET": "s",
-          "AEP_CLIENT_SECRET_FILE": "/x"}, "not both"),
-        ({"AEP_ORG_ID": "o", "AEP_CLIENT_ID": "c", "AEP_CLIENT_SECRET_FILE": "/nonexistent"}, "cannot read"),
+        (
+            {
+                "AEP_ORG_ID": "o",
+                "AEP_CLIENT_ID": "c",
+                "AEP_CLIENT_SECRET": "s",
+                "AEP_CLIENT_SECRET_FILE": "/x",
+            },
+            "not both",
+        ),
+        (
+            {"AEP_ORG_ID": "o", "AEP_CLIENT_ID": "c", "AEP_CLIENT_SECRET_FILE": "/nonexistent"},
+            "cannot read",
+        ),
         (BASE | {"AEP_FLOW_SERVICE_URL": "http://platform.example.com"}, "loopback"),
         (BASE | {"AEP_FLOW_SERVICE_URL": "ftp://x"}, "http"),
     ],
@@ -82,7 +96,8 @@ def test_secret_values_never_show_in_reprs():
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/fs", "http://localhost/fs", "http://[::1]:9/fs", "https://x.example"]
+    "url",
+    ["http://127.0.0.1:8080/fs", "http://localhost/fs", "http://[::1]:9/fs", "https://x.example"],
 )
 def test_http_only_for_loopback(url):
     """Plain http is accepted for loopback hosts; https anywhere."""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import bulkretry
-from bulkretry.discovery import ListingSettings, parse_since, retryable
+from bulkretry.discovery import Lister, ListingSettings, parse_since, retryable
 from bulkretry.emulator import Faults, Run
 from bulkretry.errors import UsageError
 from bulkretry.retrying import Backoff
@@ -30,9 +30,16 @@ def seed(emulator, flows=("flow-a", "flow-b", "flow-c"), per_flow=120):
             status = "success" if kind == "empty" else kind
             records = 0 if kind in {"empty", "failed", "Failed"} else 500
             emulator.add_run(
-                Run(id=run_id, flow_id=flow, status=status, created_at=created,
+                Run(
+                    id=run_id,
+                    flow_id=flow,
+                    status=status,
+                    created_at=created,
                     output_records=records,
-                    errors=(("CONNECTOR-1001500", "source read failed"),) if kind.lower() == "failed" else ())
+                    errors=(("CONNECTOR-1001500", "source read failed"),)
+                    if kind.lower() == "failed"
+                    else (),
+                )
             )
             if kind.lower() == "failed":
                 expected["failed"].add((run_id, created))
@@ -43,6 +50,7 @@ def seed(emulator, flows=("flow-a", "flow-b", "flow-c"), per_flow=120):
 
 
 async def listing(api_settings, **kwargs):
+    """List through the public API with small pages and zero waits."""
     settings = ListingSettings(**({"rate": 0, "page_size": 7} | kwargs))
     async with bulkretry.list_failed(api_settings, settings, backoff=Backoff(base=0)) as lister:
         records = [record async for record in lister.records()]
@@ -55,12 +63,17 @@ async def test_listing_is_exact_across_many_pages(emulator, api_settings):
     records, lister = await listing(api_settings, flow_ids=("flow-a", "flow-b"))
     ids = [r.run_id for r in records]
     assert len(ids) == len(set(ids))
-    assert set(ids) == {run_id for run_id, _ in expected["failed"] if not run_id.startswith("flow-c")}
+    assert set(ids) == {
+        run_id for run_id, _ in expected["failed"] if not run_id.startswith("flow-c")
+    }
     assert lister.pages >= 2 * (120 // 7) and lister.errors == []
     sample = next(r for r in records if r.run_id == "flow-a-run-0000")
     assert sample.fields() == {
-        "run_id": "flow-a-run-0000", "flow_id": "flow-a", "status": "failed",
-        "created_at": sample.created_at, "records": 0,
+        "run_id": "flow-a-run-0000",
+        "flow_id": "flow-a",
+        "status": "failed",
+        "created_at": sample.created_at,
+        "records": 0,
         "error": "CONNECTOR-1001500: source read failed",
     }
     assert sample.created_at.endswith("Z")
@@ -73,7 +86,9 @@ async def test_include_empty_and_since(emulator, api_settings):
     expected = seed(emulator, flows=("flow-a",))
     since = NOW - timedelta(hours=48)
     records, _ = await listing(api_settings, flow_ids=("flow-a",), include_empty=True, since=since)
-    wanted = {run_id for run_id, created in expected["failed"] | expected["empty"] if created >= since}
+    wanted = {
+        run_id for run_id, created in expected["failed"] | expected["empty"] if created >= since
+    }
     assert {r.run_id for r in records} == wanted
     assert {r.status for r in records} == {"failed", "success"}
 
@@ -101,7 +116,12 @@ def test_parse_since_accepts_durations_and_iso_times():
 
 def test_retryable_compares_status_case_insensitively():
     """FAILED and Failed count as failed; runs without metrics are ignored."""
-    run = {"id": "r", "flowId": "f", "createdAt": 0, "metrics": {"statusSummary": {"status": "FAILED"}}}
+    run = {
+        "id": "r",
+        "flowId": "f",
+        "createdAt": 0,
+        "metrics": {"statusSummary": {"status": "FAILED"}},
+    }
     record = retryable(run, "f", include_empty=False)
     assert record is not None and record.status == "failed" and record.records == 0
     assert retryable({"id": "x"}, "f", include_empty=True) is None
@@ -111,14 +131,20 @@ def test_cli_failed_then_retry_in_one_pipe(emulator, thread_server):
     """`failed | retry` re-triggers exactly the failed runs and both exit 0."""
     expected = seed(emulator, flows=("flow-a", "flow-b"), per_flow=150)
     env = cli_env(thread_server)
-    listed = run_cli(["failed", "--flow-id", "flow-a", "--flow-id", "flow-b", "--rate", "0"], env=env)
+    listed = run_cli(
+        ["failed", "--flow-id", "flow-a", "--flow-id", "flow-b", "--rate", "0"], env=env
+    )
     assert listed.code == 0, listed.stderr
     assert f"{len(expected['failed'])} retryable runs in 2 flows" in listed.stderr
     assert {line["run_id"] for line in listed.lines} == {r for r, _ in expected["failed"]}
     piped = subprocess.run(
         f"{sys.executable} -m bulkretry failed --flow-id flow-a --flow-id flow-b --rate 0 "
         f"| {sys.executable} -m bulkretry retry --rate 0 --concurrency 16",
-        shell=True, capture_output=True, env=env, timeout=120, check=False,
+        shell=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert piped.returncode == 0, piped.stderr
     lines = parse_lines(piped.stdout)
@@ -127,7 +153,7 @@ def test_cli_failed_then_retry_in_one_pipe(emulator, thread_server):
     assert set(emulator.stats.retriggers.values()) == {1}
 
 
-def test_cli_failed_usage_and_api_errors(emulator, thread_server):
+def test_cli_failed_usage_and_api_errors(thread_server):
     """No --flow-id or a bad --since is exit 2; a refused listing is exit 1 with a message."""
     env = cli_env(thread_server)
     assert run_cli(["failed"], env=env).code == 2
@@ -138,7 +164,6 @@ def test_cli_failed_usage_and_api_errors(emulator, thread_server):
     assert refused.stdout == b""
 
 
-
 class PagesWithoutFilters:
     """A Flow Service client double whose next link drops the filters, as a real one might."""
 
@@ -146,19 +171,25 @@ class PagesWithoutFilters:
         self.calls = []
 
     async def get_json(self, url, params=()):
+        """Page one links on without filters; page two mixes in another flow's run."""
         self.calls.append((url, list(params)))
         run = {"createdAt": 0, "metrics": {"statusSummary": {"status": "failed"}}}
         if len(self.calls) == 1:
-            return {"items": [run | {"id": "a-1", "flowId": "flow-a"}],
-                    "_links": {"next": {"href": "/runs?continuationToken=abc"}}}
-        return {"items": [run | {"id": "b-1", "flowId": "flow-b"}, run | {"id": "a-2", "flowId": "flow-a"}],
-                "_links": {}}
+            return {
+                "items": [run | {"id": "a-1", "flowId": "flow-a"}],
+                "_links": {"next": {"href": "/runs?continuationToken=abc"}},
+            }
+        return {
+            "items": [
+                run | {"id": "b-1", "flowId": "flow-b"},
+                run | {"id": "a-2", "flowId": "flow-a"},
+            ],
+            "_links": {},
+        }
 
 
 async def test_a_next_link_without_filters_keeps_ours_and_other_flows_are_dropped():
     """Our filters ride along when the next link lacks them; runs of other flows never list."""
-    from bulkretry.discovery import Lister
-
     client = PagesWithoutFilters()
     lister = Lister(client, ListingSettings(flow_ids=("flow-a",), rate=0))
     records = [record async for record in lister.records()]

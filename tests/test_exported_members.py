@@ -5,8 +5,23 @@ def test_all_lists_exactly_the_public_names():
     """The public surface is deliberate: __all__ is sorted and names every public member."""
     public = {name for name in dir(bulkretry) if not name.startswith("_")} - {
         # submodules, importable but not part of the flat API
-        "admission", "api", "auth", "cli", "config", "dedup", "demo", "discovery", "emulator", "errors",
-        "flowservice", "journal", "outcomes", "pipeline", "progress", "report", "retrying",
+        "admission",
+        "api",
+        "auth",
+        "cli",
+        "config",
+        "dedup",
+        "demo",
+        "discovery",
+        "emulator",
+        "errors",
+        "flowservice",
+        "journal",
+        "outcomes",
+        "pipeline",
+        "progress",
+        "report",
+        "retrying",
         "sources",
     }
     assert sorted(bulkretry.__all__) == bulkretry.__all__

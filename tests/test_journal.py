@@ -190,7 +190,8 @@ def test_cli_exits_2_when_another_process_holds_the_journal(emulator, thread_ser
         fcntl.flock(fd, fcntl.LOCK_EX)
         result = run_cli(
             ["retry", "--journal", str(path), "--rate", "0"],
-            env=cli_env(thread_server), stdin=b"x-1\nx-2\n",
+            env=cli_env(thread_server),
+            stdin=b"x-1\nx-2\n",
         )
     finally:
         os.close(fd)
@@ -213,7 +214,8 @@ def test_an_unusable_journal_path_is_a_usage_error(emulator, thread_server, tmp_
     path = tmp_path / where
     result = run_cli(
         ["retry", "--journal", str(path), "--rate", "0", *extra],
-        env=cli_env(thread_server), stdin=b"x-1\n",
+        env=cli_env(thread_server),
+        stdin=b"x-1\n",
     )
     assert result.code == 2
     assert f"journal {path}" in result.stderr
@@ -252,7 +254,11 @@ async def test_every_attempt_writes_an_intent_and_every_outcome_is_recorded(
     assert isinstance(outcome, Retriggered)
     states = [(line["state"], line.get("status")) for line in journal_lines(path)]
     assert states == [
-        ("intent", None), ("failed", 503), ("intent", None), ("failed", 503), ("intent", None),
+        ("intent", None),
+        ("failed", 503),
+        ("intent", None),
+        ("failed", 503),
+        ("intent", None),
         ("retriggered", None),
     ]
     assert journal_lines(path)[-1]["new_run_id"] == outcome.new_run_id
@@ -286,7 +292,8 @@ def test_cli_resume_skips_reports_uncertain_and_retries_failed(emulator, thread_
     path = tmp_path / "j"
     seed_journal(path)
     result = run_cli(
-        ["retry", "--journal", str(path), "--rate", "0"], env=cli_env(thread_server),
+        ["retry", "--journal", str(path), "--rate", "0"],
+        env=cli_env(thread_server),
         stdin=RESUME_IDS,
     )
     assert result.code == 1, result.stderr
@@ -344,7 +351,8 @@ def test_cli_resume_after_a_torn_tail(emulator, thread_server, tmp_path):
         b'{"run_id":"t-2","state":"int'
     )
     result = run_cli(
-        ["retry", "--journal", str(path), "--rate", "0"], env=cli_env(thread_server),
+        ["retry", "--journal", str(path), "--rate", "0"],
+        env=cli_env(thread_server),
         stdin=b"t-1\nt-2\n",
     )
     assert result.code == 0, result.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import termios
 
+from bulkretry.emulator import Faults
 from bulkretry.progress import count_run_lines
 
 from .conftest import cli_env, parse_lines, run_cli
@@ -19,7 +20,10 @@ def run_with_tty_stderr(args, env):
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkretry", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
     )
     os.close(terminal)
     seen = b""
@@ -65,15 +69,15 @@ def test_journal_runs_say_how_to_resume(emulator, thread_server, tmp_path):
     """When something is left to do, the closing line gives the command that resumes."""
     emulator.auto_create = False
     journal = tmp_path / "j.journal"
-    result = run_cli(["retry", "--journal", str(journal)], env=cli_env(thread_server), stdin=b"gone-1\n")
+    result = run_cli(
+        ["retry", "--journal", str(journal)], env=cli_env(thread_server), stdin=b"gone-1\n"
+    )
     assert result.code == 1
     assert f"to resume: bulkretry retry < same-input --journal {journal}" in result.stderr
 
 
 def test_log_level_debug_shows_retries(emulator, thread_server):
     """--log-level debug explains each retry on stderr."""
-    from bulkretry.emulator import Faults
-
     emulator.faults = Faults(retry_after=0, script={"lg-1": ["unavailable", "ok"]})
     result = run_cli(["retry", "--log-level", "debug"], env=cli_env(thread_server), stdin=b"lg-1\n")
     assert result.code == 0

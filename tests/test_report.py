@@ -7,6 +7,7 @@ from bulkretry.report import BATCH, REDACTED, Report
 
 
 def lines(buffer: io.BytesIO):
+    """The JSON lines written so far."""
     return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
 
 
@@ -20,17 +21,34 @@ def test_lines_have_the_common_fields_first_and_exact_contents():
     first, second, summary = lines(out)
     assert list(first)[:3] == ["event", "timestamp", "level"]
     assert first | {"timestamp": None} == {
-        "event": "retriggered", "timestamp": None, "level": "info", "run_id": "old-1",
-        "new_run_id": "new-1", "etag": '"etag-1"', "attempts": 2, "status": 200,
+        "event": "retriggered",
+        "timestamp": None,
+        "level": "info",
+        "run_id": "old-1",
+        "new_run_id": "new-1",
+        "etag": '"etag-1"',
+        "attempts": 2,
+        "status": 200,
     }
     assert first["timestamp"].endswith("Z")
     assert second | {"timestamp": None} == {
-        "event": "skipped", "timestamp": None, "level": "warning", "run_id": "dup-1",
+        "event": "skipped",
+        "timestamp": None,
+        "level": "warning",
+        "run_id": "dup-1",
         "reason": "duplicate",
     }
     assert summary | {"timestamp": None} == {
-        "event": "summary", "timestamp": None, "level": "info", "total": 2, "retriggered": 1,
-        "failed": 0, "uncertain": 0, "skipped": 1, "planned": 0, "elapsed_s": 1.235,
+        "event": "summary",
+        "timestamp": None,
+        "level": "info",
+        "total": 2,
+        "retriggered": 1,
+        "failed": 0,
+        "uncertain": 0,
+        "skipped": 1,
+        "planned": 0,
+        "elapsed_s": 1.235,
     }
 
 

@@ -97,9 +97,19 @@ def test_fault_soak_through_the_cli_keeps_the_journal_true(emulator, thread_serv
     journal = tmp_path / "soak.journal"
     ids = [f"cli-soak-{n}" for n in range(300)]
     result = run_cli(
-        ["retry", "--journal", str(journal), "--rate", "0", "--concurrency", "32",
-         "--max-attempts", "3"],
-        env=cli_env(thread_server), stdin="\n".join(ids).encode() + b"\n",
+        [
+            "retry",
+            "--journal",
+            str(journal),
+            "--rate",
+            "0",
+            "--concurrency",
+            "32",
+            "--max-attempts",
+            "3",
+        ],
+        env=cli_env(thread_server),
+        stdin="\n".join(ids).encode() + b"\n",
     )
     assert result.code in {0, 1}, result.stderr
     assert "Traceback" not in result.stderr

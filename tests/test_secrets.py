@@ -69,8 +69,13 @@ FAULTY = Faults(
 DONE = Run(id="done-1", flow_id="f", status="success", output_records=10)  # refused: 400
 FAULTY_IDS = b"".join(
     b"%s\n" % name.encode()
-    for name in [*FAULTY.script, *(f"plain-{n}" for n in range(40)), "not valid!", "plain-1",
-                 "done-1"]
+    for name in [
+        *FAULTY.script,
+        *(f"plain-{n}" for n in range(40)),
+        "not valid!",
+        "plain-1",
+        "done-1",
+    ]
 )
 
 
@@ -80,8 +85,18 @@ def test_oauth_job_with_faults_expiring_tokens_and_a_journal_leaks_nothing(tmp_p
     emulator.add_run(DONE)
     journal = tmp_path / "job.journal"
     with serve_in_thread(emulator) as server:
-        args = ["retry", "--rate", "30", "--concurrency", "4", "--max-attempts", "3",
-                "--journal", str(journal), *LOUD]
+        args = [
+            "retry",
+            "--rate",
+            "30",
+            "--concurrency",
+            "4",
+            "--max-attempts",
+            "3",
+            "--journal",
+            str(journal),
+            *LOUD,
+        ]
         first = run_cli(args, env=oauth_env(server), stdin=FAULTY_IDS)
         again = run_cli([*args, "--retry-uncertain"], env=oauth_env(server), stdin=FAULTY_IDS)
     assert first.code == 1, first.stderr
@@ -100,8 +115,11 @@ def test_static_token_jobs_leak_no_token(tmp_path, token):
     journal = tmp_path / "job.journal"
     env_extra = {"AEP_ACCESS_TOKEN": token}
     with serve_in_thread(emulator) as server:
-        result = run_cli(["retry", "--rate", "0", "--journal", str(journal), *LOUD],
-                         env=cli_env(server, **env_extra), stdin=FAULTY_IDS)
+        result = run_cli(
+            ["retry", "--rate", "0", "--journal", str(journal), *LOUD],
+            env=cli_env(server, **env_extra),
+            stdin=FAULTY_IDS,
+        )
     assert result.code == 1
     if token != TOKEN:
         assert "401013" in result.stdout.decode()  # the refusal is reported, the token is not
@@ -130,8 +148,9 @@ def test_failed_listing_with_oauth_leaks_nothing():
     for n in range(5):
         emulator.add_run(Run(id=f"lf-{n}", flow_id="flow-1", errors=(("E-1", "boom"),)))
     with serve_in_thread(emulator) as server:
-        result = run_cli(["failed", "--flow-id", "flow-1", "--log-level", "debug"],
-                         env=oauth_env(server))
+        result = run_cli(
+            ["failed", "--flow-id", "flow-1", "--log-level", "debug"], env=oauth_env(server)
+        )
     assert result.code == 0, result.stderr
     assert len(result.lines) == 5
     assert_clean(streams(result), known_secrets(emulator))
@@ -156,16 +175,26 @@ async def test_settings_and_token_sources_mask_secrets_in_every_repr(server):
     static = dataclasses.replace(oauth, credentials=Secret(TOKEN))
     async with ims_tokens(server.ims_url) as tokens:
         token = await tokens.token()
-        text = rendered(oauth, static, oauth.credentials, Secret(CLIENT_SECRET), tokens,
-                        StaticToken(Secret(TOKEN)))
+        text = rendered(
+            oauth,
+            static,
+            oauth.credentials,
+            Secret(CLIENT_SECRET),
+            tokens,
+            StaticToken(Secret(TOKEN)),
+        )
     assert "***" in text
     assert_clean([text], {CLIENT_SECRET, TOKEN, token})
 
 
 def test_settings_from_the_environment_mask_secrets():
     """Settings loaded from AEP_* variables, with a warning, show no secret anywhere."""
-    env = {"AEP_ORG_ID": ORG, "AEP_CLIENT_ID": API_KEY, "AEP_CLIENT_SECRET": CLIENT_SECRET,
-           "AEP_ACCESS_TOKEN": TOKEN}
+    env = {
+        "AEP_ORG_ID": ORG,
+        "AEP_CLIENT_ID": API_KEY,
+        "AEP_CLIENT_SECRET": CLIENT_SECRET,
+        "AEP_ACCESS_TOKEN": TOKEN,
+    }
     settings = load_api_settings(env)
     assert isinstance(settings, ApiSettings) and settings.warnings
     assert_clean([rendered(settings), *settings.warnings], {CLIENT_SECRET, TOKEN})
@@ -204,8 +233,10 @@ async def test_an_ims_that_echoes_the_secret_is_scrubbed_from_the_error():
 async def test_a_refresh_failure_mid_job_is_an_auth_error_without_secrets():
     """A 401 whose refresh IMS refuses yields an AuthError that names IMS, not the token."""
     refused = (401, {"error": "invalid_client", "error_description": "client disabled"}, {})
-    async with scripted_ims(granted("mid-job-token-77"), refused) as ims, \
-            ims_tokens(ims.url) as tokens:
+    async with (
+        scripted_ims(granted("mid-job-token-77"), refused) as ims,
+        ims_tokens(ims.url) as tokens,
+    ):
         stale = await tokens.token()
         with pytest.raises(AuthError, match="IMS refused the credentials") as caught:
             await tokens.refresh(stale)
@@ -241,8 +272,12 @@ def test_report_lines_never_carry_a_known_secret():
 
 @pytest.mark.parametrize(
     "url",
-    ["https://svc:Pa55-in-url@ims.example/ims/token/v3", "http://svc:Pa55-in-url@127.0.0.1:1/x",
-     "http://svc:Pa55-in-url@[::1", "ftp://svc:Pa55-in-url@host/x"],
+    [
+        "https://svc:Pa55-in-url@ims.example/ims/token/v3",
+        "http://svc:Pa55-in-url@127.0.0.1:1/x",
+        "http://svc:Pa55-in-url@[::1",
+        "ftp://svc:Pa55-in-url@host/x",
+    ],
 )
 def test_urls_with_a_password_are_refused_without_echoing_it(url):
     """A user:password@ URL is a usage error whose message does not repeat the password."""
@@ -259,4 +294,3 @@ def test_cli_refuses_an_ims_url_with_a_password(emulator, thread_server):
     assert result.code == 2 and "user:password" in result.stderr
     assert "Pa55-in-url" not in result.stderr
     assert emulator.stats.token_requests == 0 and emulator.stats.requests == []
-

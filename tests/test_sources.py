@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulkretry.errors import UsageError
 from bulkretry.outcomes import Skipped
 from bulkretry.sources import MAX_LINE, InputFiles, LineSplitter, Overlong, excerpt, parse_line
-from bulkretry.errors import UsageError
 
 pytestmark = pytest.mark.anyio
 
@@ -126,7 +126,10 @@ async def test_files_stream_in_order(tmp_path):
 
 def test_unreadable_files_fail_before_anything_is_read(tmp_path):
     """A missing file or a directory is a usage error naming the path."""
-    with pytest.raises(UsageError, match="missing.txt"), InputFiles([str(tmp_path / "missing.txt")]):
+    with (
+        pytest.raises(UsageError, match=r"missing\.txt"),
+        InputFiles([str(tmp_path / "missing.txt")]),
+    ):
         pass
     with pytest.raises(UsageError, match="directory"), InputFiles([str(tmp_path)]):
         pass

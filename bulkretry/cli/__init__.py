@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ..errors import BulkRetryError
+from bulkretry.errors import BulkRetryError
+
 from .console import EXIT_PROBLEMS, EXIT_STOPPED, EXIT_USAGE, error
 from .parser import build_parser
 

@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import anyio
 import orjson
 
-from .. import api
-from ..config import ApiSettings, JobSettings, load_api_settings
-from ..discovery import ListingSettings, parse_since
-from ..errors import UsageError
-from ..outcomes import Summary
-from ..report import Report
-from ..sources import InputFiles
+from bulkretry import api
+from bulkretry.config import ApiSettings, JobSettings, load_api_settings
+from bulkretry.discovery import ListingSettings, parse_since
+from bulkretry.errors import UsageError
+from bulkretry.outcomes import Summary
+from bulkretry.report import Report
+from bulkretry.sources import InputFiles
+
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
 
 if TYPE_CHECKING:
-    from ..progress import Progress
+    from bulkretry.progress import Progress
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ def retry(args: argparse.Namespace) -> int:
         out = stack.enter_context(_open_output(args.output))
         progress = None
         if show_progress:
-            from ..progress import Progress  # noqa: PLC0415 - terminals only
+            from bulkretry.progress import Progress  # noqa: PLC0415 - terminals only
 
             progress = Progress(sys.stderr, args.paths)
             stack.callback(progress.close)
@@ -163,7 +164,7 @@ async def _failed_job(
 def demo(args: argparse.Namespace) -> int:
     """``bulkretry demo``: the real pipeline against the embedded emulator."""
     del args
-    from ..demo import run_demo  # noqa: PLC0415 - only the demo needs the emulator
+    from bulkretry.demo import run_demo  # noqa: PLC0415 - only the demo needs the emulator
 
     code, _ = _run(run_demo(sys.stdout.buffer))
     return code
@@ -181,10 +182,10 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
 def _open_output(path: Path | None) -> BinaryIO:
     """stdout, or ``path`` truncated like ``>`` and then appended to one line per write."""
     if path is None:
-        return open(os.dup(sys.stdout.fileno()), "wb")  # noqa: SIM115 - closed by the caller
+        return open(os.dup(sys.stdout.fileno()), "wb")  # noqa: PTH123 - wraps a descriptor; closed by the caller
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
     try:
-        return open(os.open(path, flags, 0o644), "wb")  # noqa: SIM115 - closed by the caller
+        return open(os.open(path, flags, 0o644), "wb")  # noqa: PTH123 - wraps a descriptor; closed by the caller
     except OSError as exc:
         raise UsageError(f"cannot write --output {path}: {exc.strerror}") from None
 

@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import Final
 
-from .. import __version__
+from bulkretry import __version__
+
 from .commands import demo as run_demo
 from .commands import failed as run_failed
 from .commands import retry as run_retry
@@ -74,16 +75,35 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     _api_flags(retry)
     _pace_flags(retry)
     job = retry.add_argument_group("job")
-    job.add_argument("--concurrency", type=_positive_int, default=10, metavar="N",
-                     help="at most N requests in flight (default: 10)")
-    job.add_argument("--journal", type=Path, metavar="PATH",
-                     help="durable record of the job; rerun with the same PATH to resume")
-    job.add_argument("--retry-uncertain", action="store_true",
-                     help="also retry when a request may already have been applied")
-    job.add_argument("--dry-run", action="store_true",
-                     help="validate and deduplicate, send nothing, emit 'planned' lines")
-    job.add_argument("--output", type=Path, metavar="PATH",
-                     help="write the JSON lines here instead of stdout (truncated first)")
+    job.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="at most N requests in flight (default: 10)",
+    )
+    job.add_argument(
+        "--journal",
+        type=Path,
+        metavar="PATH",
+        help="durable record of the job; rerun with the same PATH to resume",
+    )
+    job.add_argument(
+        "--retry-uncertain",
+        action="store_true",
+        help="also retry when a request may already have been applied",
+    )
+    job.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and deduplicate, send nothing, emit 'planned' lines",
+    )
+    job.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="write the JSON lines here instead of stdout (truncated first)",
+    )
     _operator_flags(retry, progress=True)
     retry.set_defaults(handler=run_retry)
 
@@ -97,12 +117,24 @@ def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         epilog=_FAILED_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    failed.add_argument("--flow-id", action="append", required=True, metavar="ID",
-                        dest="flow_ids", help="a dataflow ID; repeat for several flows")
-    failed.add_argument("--since", metavar="TIME",
-                        help="only runs created at or after TIME: ISO 8601 or 90m, 24h, 7d")
-    failed.add_argument("--include-empty", action="store_true",
-                        help="also list successful runs that ingested zero records")
+    failed.add_argument(
+        "--flow-id",
+        action="append",
+        required=True,
+        metavar="ID",
+        dest="flow_ids",
+        help="a dataflow ID; repeat for several flows",
+    )
+    failed.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only runs created at or after TIME: ISO 8601 or 90m, 24h, 7d",
+    )
+    failed.add_argument(
+        "--include-empty",
+        action="store_true",
+        help="also list successful runs that ingested zero records",
+    )
     _api_flags(failed)
     _pace_flags(failed)
     _operator_flags(failed, progress=False)
@@ -111,33 +143,66 @@ def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 
 def _api_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Flow Service (flag > environment > default)")
-    group.add_argument("--base-url", metavar="URL",
-                       help="Flow Service root (AEP_FLOW_SERVICE_URL; https, or http on loopback)")
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="Flow Service root (AEP_FLOW_SERVICE_URL; https, or http on loopback)",
+    )
     group.add_argument("--ims-url", metavar="URL", help="IMS token endpoint (AEP_IMS_TOKEN_URL)")
     group.add_argument("--org", metavar="ORG_ID", help="IMS org, x-gw-ims-org-id (AEP_ORG_ID)")
-    group.add_argument("--sandbox", metavar="NAME",
-                       help="sandbox, x-sandbox-name (AEP_SANDBOX_NAME, default: prod)")
+    group.add_argument(
+        "--sandbox",
+        metavar="NAME",
+        help="sandbox, x-sandbox-name (AEP_SANDBOX_NAME, default: prod)",
+    )
 
 
 def _pace_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pace and retries")
-    group.add_argument("--rate", type=_rate, default=10.0, metavar="R",
-                       help="at most R requests started per second; 0 = no limit (default: 10)")
-    group.add_argument("--max-attempts", type=_positive_int, default=5, metavar="N",
-                       help="attempts per run ID, the first included (default: 5)")
-    group.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
-                       help="seconds for one request (default: 30)")
+    group.add_argument(
+        "--rate",
+        type=_rate,
+        default=10.0,
+        metavar="R",
+        help="at most R requests started per second; 0 = no limit (default: 10)",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="attempts per run ID, the first included (default: 5)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds for one request (default: 30)",
+    )
 
 
 def _operator_flags(parser: argparse.ArgumentParser, *, progress: bool) -> None:
     group = parser.add_argument_group("terminal")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress and no closing summary on stderr (errors still shown)")
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress and no closing summary on stderr (errors still shown)",
+    )
     if progress:
-        group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                           help="live progress on stderr (default: when stderr is a terminal)")
-    group.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
-                       help="diagnostics on stderr from this level up (default: warning)")
+        group.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="live progress on stderr (default: when stderr is a terminal)",
+        )
+    group.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning",
+        help="diagnostics on stderr from this level up (default: warning)",
+    )
 
 
 def _positive_int(text: str) -> int:
