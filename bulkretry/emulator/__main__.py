@@ -8,17 +8,8 @@ import contextlib
 import sys
 
 from bulkretry.emulator.app import DEFAULT_API_KEY, DEFAULT_SECRET, DEFAULT_TOKEN, Emulator
-from bulkretry.emulator.faults import Faults
+from bulkretry.emulator.faults import DRAW_ORDER, Faults
 from bulkretry.emulator.server import serve
-
-_PROBABILITIES = (
-    "throttle",
-    "unavailable",
-    "drop_before",
-    "error_after",
-    "drop_after",
-    "garbled_after",
-)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-rate", type=float, help="re-triggers admitted per second")
     parser.add_argument("--token-lifetime", type=float, default=86400.0)
     parser.add_argument("--seed", type=int, default=0)
-    for name in _PROBABILITIES:
+    for name in DRAW_ORDER:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=float, default=0.0, help="probability per re-trigger")
     return parser
@@ -43,7 +34,7 @@ async def _main(args: argparse.Namespace) -> None:
     faults = Faults(
         latency=args.latency,
         max_rate=args.max_rate,
-        **{name: getattr(args, name) for name in _PROBABILITIES},
+        **{name: getattr(args, name) for name in DRAW_ORDER},
     )
     emu = Emulator(
         faults=faults,

@@ -18,7 +18,7 @@ AFTER: Final = frozenset({"error_after", "drop_after", "garbled_after", "timeout
 FAULT_NAMES: Final = BEFORE | AFTER | {"ok"}
 IMS_FAULT_NAMES: Final = frozenset({"throttle", "unavailable", "drop_before", "ok"})
 #: Probabilistic faults in the fixed order their probabilities are stacked.
-_DRAW_ORDER: Final = (
+DRAW_ORDER: Final = (
     "throttle",
     "unavailable",
     "drop_before",
@@ -55,7 +55,7 @@ class Faults:
     ims_script: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        probabilities = [getattr(self, name) for name in _DRAW_ORDER]
+        probabilities = [getattr(self, name) for name in DRAW_ORDER]
         for value in [*probabilities, self.ims_unavailable]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fault probability {value} is outside [0, 1]")
@@ -114,7 +114,7 @@ class FaultPlan:
             self._cursors[run_id] = position + 1
             return script[position]
         draw = self._rng.random()
-        for name in _DRAW_ORDER:
+        for name in DRAW_ORDER:
             draw -= getattr(faults, name)
             if draw < 0:
                 return name
