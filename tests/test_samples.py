@@ -267,3 +267,20 @@ def test_read_results_on_demo_output(tmp_path):
     assert summary.startswith(f"total {events[-1]['total']}:")
     report = "\n".join(section("all"))
     assert "== old run ID -> new run ID ==" in report and summary in report
+
+
+def test_library_example_runs_as_the_readme_shows():
+    """samples/library_example.py (the README's library example) runs against the emulator."""
+    done = subprocess.run(
+        [sys.executable, str(SAMPLES / "library_example.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith(("run-1 -> ", "run-2 -> ")) for line in lines) == 2
+    assert "run-2: skipped (duplicate)" in lines
+    assert "bad id: skipped (invalid)" in lines
+    assert lines[-1].startswith("failed: run-9 in flow-1 at ")
