@@ -176,3 +176,23 @@ def test_sigterm_finishes_in_flight_reports_and_exits_130(emulator, thread_serve
         assert reported[run_id] in {"retriggered", "uncertain"}
     assert "interrupted" in {line.get("reason") for line in lines}
     assert b"SIGTERM" in stderr
+
+
+def test_a_closed_output_pipe_ends_the_job_with_one_line(thread_server):
+    """`bulkretry retry ... | head -1`: exit 1 and a clear line, never a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkretry", "retry", "--rate", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(thread_server),
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"".join(b"pipe-%d\n" % n for n in range(3000)))
+    proc.stdin.close()
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "output was closed" in stderr
+    assert "Traceback" not in stderr

@@ -28,22 +28,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except BulkRetryError as exc:
-        error(str(exc))
+    except BaseException as exc:  # noqa: BLE001 - every exit path is decided here
+        return _exit_status(exc)
+
+
+def _exit_status(exc: BaseException) -> int:
+    """One line on stderr and a status for the errors we expect; re-raise anything else."""
+    leaf = _first_leaf(exc)
+    if isinstance(leaf, BulkRetryError):
+        error(str(leaf))
         return EXIT_USAGE
-    except BaseExceptionGroup as group:  # raised through a task group
-        ours, rest = group.split(BulkRetryError)
-        if ours is None or rest is not None:
-            raise
-        error(str(_first_leaf(ours)))
-        return EXIT_USAGE
-    except BrokenPipeError:
-        error("the output was closed before the job ended (rerun with --journal to resume)")
+    if isinstance(leaf, BrokenPipeError):
+        error("the output was closed before the job ended (with --journal, rerun to resume)")
         return EXIT_PROBLEMS
-    except KeyboardInterrupt:
+    if isinstance(leaf, KeyboardInterrupt):
         return EXIT_STOPPED
+    raise exc
 
 
-def _first_leaf(group: BaseExceptionGroup[BulkRetryError]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside task-group exception groups, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
