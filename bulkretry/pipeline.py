@@ -174,7 +174,6 @@ class Pipeline:
         while True:
             if self._admission.free:  # the common unlimited case: no scope, no wait
                 self._admission.slowdown.started(anyio.current_time())
-                await anyio.lowlevel.checkpoint()
                 interrupted = self.stopper.stopped
             else:
                 with self.stopper.interruptible() as scope:
