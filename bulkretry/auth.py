@@ -14,7 +14,7 @@ import aiohttp
 import anyio
 import orjson
 
-from .config import ClientCredentials, Secret
+from .config import ClientCredentials, Secret, scrub
 from .errors import AuthError
 from .retrying import Backoff, parse_retry_after
 
@@ -24,7 +24,6 @@ _RETRY_LATER: Final = 5.0
 """After a failed early refresh, keep using the still-valid token this long, then try again."""
 _MAX_IMS_WAIT: Final = 60.0
 """A longer ``Retry-After`` from IMS ends the fetch now instead of hanging the job silently."""
-_MASK: Final = "***"
 
 
 class TokenSource(Protocol):
@@ -196,7 +195,7 @@ class ImsTokens:
 
     def _scrub(self, text: str) -> str:
         """Text from IMS or the network, with the client secret masked should it be echoed."""
-        return text.replace(self._credentials.client_secret.reveal(), _MASK)
+        return scrub(text, (self._credentials.client_secret.reveal(),))
 
     def _accept(self, body: bytes) -> tuple[str, float]:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -23,6 +23,17 @@ DEFAULT_SCOPES: Final = (
     "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 )
 DEFAULT_SANDBOX: Final = "prod"
+
+
+REDACTED: Final = "[REDACTED]"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every (non-empty) secret in it replaced by ``REDACTED``."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 class Secret:
@@ -104,6 +115,16 @@ def load_api_settings(
     sandbox: str | None = None,
 ) -> ApiSettings:
     """Resolve the API configuration, or raise ``UsageError`` saying what to set."""
+    env = {name: _clean(name, value) for name, value in env.items() if name.startswith("AEP_")}
+    base_url, ims_url, org, sandbox = (
+        _clean(flag, value) if value is not None else None
+        for flag, value in (
+            ("--base-url", base_url),
+            ("--ims-url", ims_url),
+            ("--org", org),
+            ("--sandbox", sandbox),
+        )
+    )
     base = check_url(base_url or env.get("AEP_FLOW_SERVICE_URL") or DEFAULT_BASE_URL, "--base-url")
     org_id = org or env.get("AEP_ORG_ID")
     if not org_id:
@@ -154,6 +175,17 @@ def _credentials(
     return Secret(token)
 
 
+def _clean(name: str, value: str) -> str:
+    """Trim a value (env files and mounted secrets often end in a newline).
+
+    Control characters are refused: they would otherwise end up inside an HTTP header.
+    """
+    value = value.strip()
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise UsageError(f"{name} contains a control character (a stray line break?)")
+    return value
+
+
 def _client_secret(env: Mapping[str, str]) -> str | None:
     secret, path = env.get("AEP_CLIENT_SECRET"), env.get("AEP_CLIENT_SECRET_FILE")
     if secret and path:
@@ -161,7 +193,7 @@ def _client_secret(env: Mapping[str, str]) -> str | None:
     if not path:
         return secret or None
     try:
-        value = Path(path).read_text(encoding="utf-8").strip()
+        value = _clean("AEP_CLIENT_SECRET_FILE", Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.__class__.__name__
         raise UsageError(f"cannot read AEP_CLIENT_SECRET_FILE {path}: {reason}") from None

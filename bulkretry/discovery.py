@@ -34,7 +34,7 @@ class RunRecord:
     run_id: str
     flow_id: str
     status: str
-    created_at: str
+    created_at: str | None
     records: int
     error: str | None = None
 
@@ -104,9 +104,9 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _iso(epoch_ms: object) -> str:
-    if not isinstance(epoch_ms, int | float):
-        return ""
+def _iso(epoch_ms: object) -> str | None:
+    if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
+        return None
     when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -170,14 +170,19 @@ class Lister:
                 params = [] if url is None or "property=" in url else filters
 
     async def _page(self, url: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
-        attempt = 0
+        attempt, reauthorized = 0, False
+        refreshable = self._client.tokens.refreshable
         while True:
             attempt += 1
             await self._admission.wait()
             try:
                 page = await self._client.get_json(url, params)
             except BulkRetryError as error:
-                if classify(error, refreshable=False) is not Verdict.RETRY:
+                verdict = classify(error, refreshable=refreshable and not reauthorized)
+                if verdict is Verdict.REAUTH:
+                    reauthorized = True  # the client replaced the token: ask again at once
+                    continue
+                if verdict is not Verdict.RETRY:
                     raise
                 if attempt >= self._settings.max_attempts:
                     raise
@@ -192,7 +197,10 @@ class Lister:
 
 
 def _describe(error: BulkRetryError) -> str:
-    return f"HTTP {error.status} {error.describe()}" if isinstance(error, APIError) else str(error)
+    text = error.describe() if isinstance(error, APIError) else str(error)
+    if isinstance(error, APIError) and not text.startswith("HTTP "):
+        text = f"HTTP {error.status} {text}"
+    return text
 
 
 def _items(page: Any) -> list[dict[str, Any]]:  # noqa: ANN401 - JSON

@@ -19,7 +19,7 @@ import orjson
 import yarl
 
 from .auth import ImsTokens, StaticToken, TokenSource
-from .config import ApiSettings, ClientCredentials
+from .config import ApiSettings, ClientCredentials, scrub
 from .errors import APIError, ConnectError, ConnectionLostError, TransportError
 from .retrying import Backoff, parse_retry_after
 from .sources import excerpt
@@ -28,6 +28,7 @@ RETRIGGER_OP: Final = "re-trigger"
 """The tutorial's spelling; the OpenAPI enum says ``RE_TRIGGER``. Send this one."""
 
 _CONNECT_TIMEOUT_MAX: Final = 10.0
+_CONNECT_SHARE: Final = 0.9
 
 _SANDBOX_HINT: Final = (
     "check --sandbox/AEP_SANDBOX_NAME, a lower-case name such as prod, and that the "
@@ -67,7 +68,8 @@ class FlowService:
         self._session = session
         self._base = api.base_url
         base = yarl.URL(api.base_url)
-        self._scheme, self._authority, self._path = base.scheme, base.raw_authority, base.raw_path
+        self._scheme, self._authority = base.scheme, base.raw_authority
+        self._path = base.raw_path.rstrip("/")  # a bare host has path '/': no '//runs'
         self._tokens = tokens
         self._headers = {
             "x-api-key": api.api_key,
@@ -94,14 +96,14 @@ class FlowService:
         )
         status, body, headers = await self._request("POST", url)
         if not 200 <= status < 300:
-            raise _api_error(status, body, headers)
+            raise self._api_error(status, body, headers)
         try:
             answer = orjson.loads(body)
         except orjson.JSONDecodeError:
             answer = None
         new_id = answer.get("id") if isinstance(answer, dict) else None
         if not isinstance(new_id, str) or not new_id:
-            shown = excerpt(body.decode("utf-8", "replace"))
+            shown = self._scrub(excerpt(body.decode("utf-8", "replace"), limit=80))
             raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
         etag = answer.get("etag") if isinstance(answer, dict) else None
         return Accepted(new_id, etag if isinstance(etag, str) else None, status)
@@ -111,7 +113,7 @@ class FlowService:
         url = resolve(self._base, path_or_url)
         status, body, headers = await self._request("GET", url, params)
         if not 200 <= status < 300:
-            raise _api_error(status, body, headers)
+            raise self._api_error(status, body, headers)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -123,9 +125,24 @@ class FlowService:
         token = await self._tokens.token()
         status, body, headers = await self._send(method, url, params, token)
         if status == 401 and self._tokens.refreshable:
-            token = await self._tokens.refresh(token)
-            status, body, headers = await self._send(method, url, params, token)
+            # Replace the refused token now (single-flight); the caller decides whether to send
+            # again, so the resend passes the rate limit and counts as an attempt.
+            await self._tokens.refresh(token)
         return status, body, headers
+
+    def _api_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> APIError:
+        code, message = error_words(status, body)
+        hint = HINTS.get(code or "")
+        return APIError(
+            status,
+            code,
+            self._scrub(f"{message} ({hint})" if hint else message),
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+        )
+
+    def _scrub(self, text: str) -> str:
+        """API text may echo what we sent: mask our secrets before the text goes anywhere."""
+        return scrub(text, self._tokens.secrets())
 
     async def _send(
         self, method: str, url: str | yarl.URL, params: Sequence[tuple[str, str]], token: str
@@ -148,11 +165,23 @@ class FlowService:
         return self._authorized[1]
 
 
-def resolve(base: str, path_or_url: str) -> str:
-    """Resolve a ``_links`` href: absolute URLs stay, ``/runs?...`` hangs below the base path."""
-    if urlsplit(path_or_url).scheme:
-        return path_or_url
-    return urljoin(base + "/", path_or_url.lstrip("/"))
+def resolve(base: str, href: str) -> str:
+    """Resolve a ``_links`` href against the Flow Service root.
+
+    Adobe documents ``/runs?continuationToken=...`` relative to the root; a path that
+    already starts with the root's path, a query alone (for ``/runs``) and an absolute URL
+    on the same origin are accepted too. Another origin is refused: our token would go there.
+    """
+    root, link = urlsplit(base), urlsplit(href)
+    if link.scheme or link.netloc:
+        if (link.scheme, link.netloc) != (root.scheme, root.netloc):
+            raise APIError(200, None, f"refusing a next link to another host: {link.netloc}")
+        return href
+    if not link.path:
+        return f"{base}/runs?{link.query}"
+    if root.path and link.path.startswith(root.path + "/"):
+        return urljoin(base, href)
+    return urljoin(base + "/", href.lstrip("/"))
 
 
 def _transport_error(exc: BaseException) -> TransportError:
@@ -163,17 +192,6 @@ def _transport_error(exc: BaseException) -> TransportError:
     if isinstance(exc, TimeoutError):
         return ConnectionLostError("timed out waiting for the answer")
     return ConnectionLostError(f"connection lost after sending: {name}")
-
-
-def _api_error(status: int, body: bytes, headers: Mapping[str, str]) -> APIError:
-    code, message = error_words(status, body)
-    hint = HINTS.get(code or "")
-    return APIError(
-        status,
-        code,
-        f"{message} ({hint})" if hint else message,
-        retry_after=parse_retry_after(headers.get("Retry-After")),
-    )
 
 
 def error_words(status: int, body: bytes) -> tuple[str | None, str]:
@@ -228,8 +246,11 @@ async def open_session(
 ) -> AsyncIterator[aiohttp.ClientSession]:
     """One shared session, its connection pool sized to the concurrency."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    # The connect deadline ends strictly before the request's, so a connect that times
+    # out is seen as ConnectionTimeoutError (never sent, safe to retry), not as a lost answer.
     client_timeout = aiohttp.ClientTimeout(
-        total=request_timeout, sock_connect=min(request_timeout, _CONNECT_TIMEOUT_MAX)
+        total=request_timeout,
+        connect=min(request_timeout * _CONNECT_SHARE, _CONNECT_TIMEOUT_MAX),
     )
     async with aiohttp.ClientSession(
         connector=connector,

@@ -170,16 +170,9 @@ class Pipeline:
     async def _settle(self, run_id: str) -> Outcome:
         """Attempt ``run_id`` until it has a final outcome."""
         assert self._client is not None
-        attempts, last = 0, None
+        attempts, last, reauthorized = 0, None, False
         while True:
-            if self._admission.free:  # the common unlimited case: no scope, no wait
-                self._admission.slowdown.started(anyio.current_time())
-                interrupted = self.stopper.stopped
-            else:
-                with self.stopper.interruptible() as scope:
-                    await self._admission.wait()
-                interrupted = scope.cancelled_caught
-            if interrupted:
+            if not await self._admit():
                 return last or Skipped(run_id, "interrupted")
             if self._fatal is not None:
                 return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)
@@ -189,6 +182,10 @@ class Pipeline:
             try:
                 accepted = await self._client.retrigger(run_id)
             except BulkRetryError as error:
+                if not reauthorized and self._renewed_token(error):
+                    reauthorized = True  # refused for the token, not the run: once more
+                    last = self._final(Failed(run_id, 401, str(error), attempts))
+                    continue
                 outcome, floor = self._judge(run_id, error, attempts)
             else:
                 self._admission.slowdown.succeeded()
@@ -209,6 +206,21 @@ class Pipeline:
                 await anyio.sleep(delay)
             if scope.cancelled_caught:
                 return last
+
+    async def _admit(self) -> bool:
+        """Wait for the gate; False when the job was stopped meanwhile."""
+        if self._admission.free:  # the common unlimited case: no scope, no wait
+            self._admission.slowdown.started(anyio.current_time())
+            return not self.stopper.stopped
+        with self.stopper.interruptible() as scope:
+            await self._admission.wait()
+        return not scope.cancelled_caught
+
+    def _renewed_token(self, error: BulkRetryError) -> bool:
+        """A 401 with OAuth: the client has already replaced the token, so send again."""
+        assert self._client is not None
+        verdict = classify(error, refreshable=self._client.tokens.refreshable)
+        return verdict is Verdict.REAUTH and isinstance(error, APIError)
 
     def _judge(
         self, run_id: str, error: BulkRetryError, attempts: int

@@ -14,9 +14,9 @@ import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from .config import REDACTED, scrub
 from .outcomes import Outcome, Summary, Tally, outcome_fields
 
-REDACTED: Final = "[REDACTED]"
 _REDACTED_BYTES: Final = REDACTED.encode()
 _MIN_SECRET: Final = 8
 """Shorter values are not real secrets, and scrubbing them would mangle every line."""
@@ -56,7 +56,7 @@ class Redactor:
         if secrets:
             for key, value in event_dict.items():
                 if isinstance(value, str):
-                    event_dict[key] = self.scrub(value, secrets)
+                    event_dict[key] = scrub(value, secrets)
         return event_dict
 
     def rendered(self, _: WrappedLogger, __: str, line: Any) -> Any:  # noqa: ANN401
@@ -71,14 +71,6 @@ class Redactor:
                 if escaped in line:
                     line = line.replace(escaped, _REDACTED_BYTES)
         return line
-
-    @staticmethod
-    def scrub(text: str, secrets: Iterable[str]) -> str:
-        """``text`` with every secret replaced."""
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
 
 
 class _Lines:

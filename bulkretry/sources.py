@@ -29,16 +29,17 @@ MAX_LINE: Final = 64 * 1024
 
 _CHUNK: Final = 64 * 1024
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_EXCERPT: Final = 40
+EXCERPT: Final = 200
+"""Characters of an invalid line shown in its ``skipped`` line."""
 _RULE: Final = "a run ID is 1-128 characters of A-Z a-z 0-9 - _"
 
 
 def parse_line(raw: bytes) -> str | Skipped | None:
     """One input line → a run ID, a ``skipped``/``invalid`` outcome, or None for blank/comment."""
     try:
-        text = raw.decode("utf-8").strip()
+        text = raw.decode("utf-8").strip().lstrip("\ufeff")  # a BOM is not part of an ID
     except UnicodeDecodeError:
-        return _invalid(raw.decode("utf-8", "replace").strip(), "not valid UTF-8")
+        return _invalid(raw.decode("utf-8", "backslashreplace").strip(), "not valid UTF-8")
     if not text or text.startswith("#"):
         return None
     if text.startswith("{"):
@@ -68,10 +69,15 @@ def _invalid(text: str, detail: str) -> Skipped:
     return Skipped(run_id=excerpt(text), reason="invalid", detail=detail)
 
 
-def excerpt(text: str) -> str:
-    """A short, printable, ASCII-only rendering of untrusted text, safe in logs and terminals."""
-    shown = ascii(text[:_EXCERPT])[1:-1]
-    return shown + "..." if len(text) > _EXCERPT else shown
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """Untrusted text made safe to show anywhere: printable ASCII, cut at ``limit`` characters.
+
+    The default is long enough that an ID one character too long comes back whole.
+    """
+    shown = text[:limit]
+    if not (shown.isascii() and shown.isprintable()):
+        shown = ascii(shown)[1:-1]
+    return shown + "..." if len(text) > limit else shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +122,7 @@ class LineSplitter:
     def _finish(self, tail: bytes) -> bytes | Overlong:
         self._append(tail)
         line: bytes | Overlong = (
-            Overlong(bytes(self._buffer[: _EXCERPT * 4])) if self._overlong else bytes(self._buffer)
+            Overlong(bytes(self._buffer[: EXCERPT * 4])) if self._overlong else bytes(self._buffer)
         )
         self._buffer.clear()
         self._overlong = False

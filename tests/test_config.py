@@ -111,3 +111,14 @@ def test_job_settings_reject_nonsense(kwargs):
     """Out-of-range job settings are usage errors, even from the library API."""
     with pytest.raises(UsageError):
         JobSettings(**kwargs)
+
+
+def test_values_are_trimmed_and_control_characters_refused():
+    """A trailing newline is trimmed; a line break inside a value is a usage error, not a crash."""
+    settings = load_api_settings(BASE | {"AEP_ACCESS_TOKEN": "tok-secret\n", "AEP_ORG_ID": " o "})
+    assert settings.credentials == Secret("tok-secret")
+    assert settings.org_id == "o"
+    with pytest.raises(UsageError, match="AEP_ACCESS_TOKEN contains a control character"):
+        load_api_settings(BASE | {"AEP_ACCESS_TOKEN": "tok\nX-Evil: 1"})
+    with pytest.raises(UsageError, match="--org contains a control character"):
+        load_api_settings(BASE, org="ORG\r\nX: 1")

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import bulkretry
+from bulkretry.auth import StaticToken
+from bulkretry.config import Secret
 from bulkretry.discovery import Lister, ListingSettings, parse_since, retryable
 from bulkretry.emulator import Faults, Run
 from bulkretry.errors import UsageError
@@ -169,6 +171,7 @@ class PagesWithoutFilters:
 
     def __init__(self):
         self.calls = []
+        self.tokens = StaticToken(Secret("token-for-the-double"))
 
     async def get_json(self, url, params=()):
         """Page one links on without filters; page two mixes in another flow's run."""

@@ -226,7 +226,7 @@ async def test_an_ims_that_echoes_the_secret_is_scrubbed_from_the_error():
         async with scripted_ims(answer) as ims, ims_tokens(ims.url, attempts=1) as tokens:
             with pytest.raises(AuthError) as caught:
                 await tokens.token()
-        assert "***" in str(caught.value)
+        assert "[REDACTED]" in str(caught.value)
         assert_clean([described(caught.value)], {CLIENT_SECRET})
 
 

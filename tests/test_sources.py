@@ -10,6 +10,17 @@ from bulkretry.sources import MAX_LINE, InputFiles, LineSplitter, Overlong, exce
 
 pytestmark = pytest.mark.anyio
 
+
+class _AnyDetail:
+    """Equal to any non-empty explanation."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = None
+
+
+ANY_DETAIL = _AnyDetail()
 RUN_ID_ALPHABET = string.ascii_letters + string.digits + "-_"
 run_ids = st.text(RUN_ID_ALPHABET, min_size=1, max_size=128)
 
@@ -29,12 +40,23 @@ def test_any_bytes_give_an_id_a_skip_or_nothing_never_an_exception(raw):
         assert all(c in RUN_ID_ALPHABET for c in result) and 1 <= len(result) <= 128
 
 
-@given(st.text(max_size=200))
-def test_excerpts_are_short_printable_ascii(text):
-    """An excerpt of untrusted text is bounded and safe to print anywhere."""
-    shown = excerpt(text)
+@given(st.text(max_size=300), st.integers(1, 100))
+def test_excerpts_are_bounded_and_printable(text, limit):
+    """An excerpt of untrusted text is bounded, printable, and the text itself when it can be."""
+    shown = excerpt(text, limit)
     assert shown.isascii() and shown.isprintable()
-    assert len(shown) <= 40 * 10 + 3
+    assert len(shown) <= limit * 10 + 3
+    if text.isascii() and text.isprintable() and len(text) <= limit:
+        assert shown == text
+
+
+def test_invalid_lines_are_shown_whole_so_they_can_be_found():
+    """A 129-character ID comes back whole, non-ASCII escaped; a BOM is not part of an ID."""
+    long_id = "B" * 129
+    assert parse_line(long_id.encode()) == Skipped(long_id, "invalid", detail=ANY_DETAIL)
+    assert parse_line("café".encode()).run_id == "caf\\xe9"
+    assert parse_line(b"\xef\xbb\xbfok-bom") == "ok-bom"
+    assert parse_line(b"esc\x1b[31m").run_id == "esc\\x1b[31m"
 
 
 @pytest.mark.parametrize(
