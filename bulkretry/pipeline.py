@@ -35,7 +35,7 @@ Emit = Callable[[Outcome], Awaitable[None]]
 """Where outcomes go: awaited once per run ID, by the producer and by the workers."""
 
 FATAL_AFTER: Final = 3
-"""Consecutive 401/403 refusals after which no further request is worth sending."""
+"""Consecutive refusals of the caller (401, gateway 403) after which nothing more is sent."""
 
 _NOT_APPLIED_ON_RESUME: Final = (
     "journal has an intent with no outcome: the request may have been applied"
@@ -239,13 +239,12 @@ class Pipeline:
         if verdict is Verdict.UNCERTAIN:
             again = (retry_after or 0.0) if self.settings.retry_uncertain else None
             return Uncertain(run_id, status, text, attempts), again
-        # A token that can no longer be had refuses every request to come, like a 401.
-        self._count_refusal(401 if isinstance(error, AuthError) else status, text)
+        self._count_refusal(_refuses_the_job(error), text)
         return Failed(run_id, status, text, attempts), None
 
-    def _count_refusal(self, status: int | None, text: str) -> None:
-        """Trip the breaker after repeated 401/403: the rest would be refused too."""
-        if status in {401, 403}:
+    def _count_refusal(self, job_wide: bool, text: str) -> None:  # noqa: FBT001 - a fact, not a flag
+        """Trip the breaker after repeated refusals of the caller: the rest would be refused too."""
+        if job_wide:
             self._refusals += 1
             if self._refusals >= FATAL_AFTER and self._fatal is None:
                 self._fatal = f"the job stopped after {self._refusals} refusals in a row ({text})"
@@ -257,6 +256,21 @@ class Pipeline:
         if self._journal is not None:
             self._journal.outcome(outcome)
         return outcome
+
+
+def _refuses_the_job(error: BulkRetryError) -> bool:
+    """Whether the refusal is about the caller (token, key, org), not about this run.
+
+    A 401, a token that can no longer be had, or a gateway 403 (a six-digit code such as
+    403025 "Profile is not valid") would refuse every run alike. A service 403 may concern
+    one run only, so it never stops the job.
+    """
+    if isinstance(error, AuthError):
+        return True
+    if not isinstance(error, APIError):
+        return False
+    gateway = error.code is not None and error.code.isdigit() and len(error.code) == 6
+    return error.status == 401 or (error.status == 403 and gateway)
 
 
 async def hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:

@@ -1,8 +1,8 @@
 """The Flow Service client against servers that are not our emulator."""
 
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 import pytest
 from aiohttp import web
@@ -43,29 +43,61 @@ def settings_for(base_url: str) -> ApiSettings:
     )
 
 
-async def test_a_base_url_without_a_path_gets_runs_below_the_root():
-    """`--base-url http://host:port` (no path) posts to /runs/{id}/action, never //runs."""
-    paths = []
+@asynccontextmanager
+async def stand_in(answer: Callable[[str], web.Response]) -> AsyncIterator[tuple[int, list[str]]]:
+    """A minimal Flow Service at the root of a loopback port; yields (port, paths seen)."""
+    paths: list[str] = []
 
     async def retrigger(request: web.Request) -> web.Response:
         paths.append(request.path_qs)
-        return web.json_response({"id": "new-1", "etag": '"e"'})
+        return answer(request.match_info["run_id"])
 
     app = web.Application()
     app.router.add_post("/runs/{run_id}/action", retrigger)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
+        yield runner.addresses[0][1], paths
+    finally:
+        await runner.cleanup()
+
+
+def accept(_: str) -> web.Response:
+    """Every run is re-triggered."""
+    return web.json_response({"id": "new-1", "etag": '"e"'})
+
+
+async def test_a_base_url_without_a_path_gets_runs_below_the_root():
+    """`--base-url http://host:port` (no path) posts to /runs/{id}/action, never //runs."""
+    async with stand_in(accept) as (port, paths):
         for base in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/"):
             async with bulkretry.retrigger(["r1"], settings_for(base), JobSettings(rate=0)) as job:
                 [outcome] = [o async for o in job]
             assert isinstance(outcome, Retriggered)
-    finally:
-        await runner.cleanup()
     assert paths == ["/runs/r1/action?op=re-trigger"] * 2
+
+
+def forbid_some(run_id: str) -> web.Response:
+    """A service 403 for runs named no-*, as for a run the caller may not touch."""
+    if run_id.startswith("no-"):
+        body = {"type": "https://ns.adobe.com/aep/errors/FLOW-1106-403", "title": "Forbidden"}
+        return web.json_response(body, status=403)
+    return accept(run_id)
+
+
+async def test_a_403_about_single_runs_never_stops_the_job():
+    """Service 403s for a few runs fail those runs only; every other run is still sent."""
+    ids = ["no-1", "no-2", "no-3", "no-4", "ok-1", "ok-2"]
+    async with stand_in(forbid_some) as (port, paths):
+        settings = JobSettings(rate=0, concurrency=1)
+        async with bulkretry.retrigger(
+            ids, settings_for(f"http://127.0.0.1:{port}"), settings
+        ) as job:
+            outcomes = {o.run_id: o async for o in job}
+    assert len(paths) == 6
+    assert all(isinstance(outcomes[f"no-{n}"], Failed) for n in range(1, 5))
+    assert isinstance(outcomes["ok-1"], Retriggered) and isinstance(outcomes["ok-2"], Retriggered)
 
 
 async def test_a_connect_timeout_is_retried_as_not_applied():
