@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -17,6 +18,7 @@ from typing import Final
 from .errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
 
 _SAFE_STATUSES: Final = frozenset({429, 503})
+_SECONDS: Final = re.compile(r"\d+(\.\d+)?")
 
 
 class Verdict(enum.Enum):
@@ -50,8 +52,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _SECONDS.fullmatch(value):
+        return float(value)  # delta-seconds; a fraction is not in RFC 9110, but is meant
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

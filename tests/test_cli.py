@@ -10,7 +10,7 @@ import pytest
 import bulkretry
 from bulkretry.emulator import Faults
 
-from .conftest import cli_env, parse_lines, run_cli
+from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines, run_cli
 
 COMMON = {"event", "timestamp", "level"}
 
@@ -196,3 +196,30 @@ def test_a_closed_output_pipe_ends_the_job_with_one_line(thread_server):
     assert proc.wait(timeout=60) == 1
     assert "output was closed" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_signal_during_start_up_exits_130_with_a_summary_and_sends_nothing(
+    emulator, thread_server
+):
+    """SIGTERM while the token is still being fetched: exit 130, an empty summary, no request."""
+    emulator.faults = Faults(ims_script=["unavailable"] * 10)
+    env = cli_env(thread_server, AEP_CLIENT_ID=API_KEY, AEP_CLIENT_SECRET=CLIENT_SECRET)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkretry", "retry", "--max-attempts", "6"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"early-1\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 20
+    while emulator.stats.token_requests < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.terminate()
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    [summary] = parse_lines(stdout)
+    assert summary["event"] == "summary" and summary["total"] == 0
+    assert emulator.stats.requests == []

@@ -73,7 +73,9 @@ def test_journal_runs_say_how_to_resume(emulator, thread_server, tmp_path):
         ["retry", "--journal", str(journal)], env=cli_env(thread_server), stdin=b"gone-1\n"
     )
     assert result.code == 1
-    assert f"to resume: bulkretry retry < same-input --journal {journal}" in result.stderr
+    assert f"to resume: run the same command again, same input, with --journal {journal}" in (
+        result.stderr
+    )
 
 
 def test_log_level_debug_shows_retries(emulator, thread_server):

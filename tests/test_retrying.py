@@ -37,6 +37,8 @@ def test_contract_classification_table(error, refreshable, verdict):
 def test_retry_after_in_seconds_and_as_a_date():
     """Retry-After is read as delta-seconds or as an HTTP date; junk is ignored."""
     assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     when = datetime(2030, 1, 1, 0, 0, 10, tzinfo=UTC)

@@ -36,6 +36,7 @@ FLUSH_INTERVAL = 0.1
 
 def retry(args: argparse.Namespace) -> int:
     """``bulkretry retry``: re-trigger run IDs from files or stdin."""
+    signal.signal(signal.SIGTERM, _interrupt)  # until the job listens: stop like Ctrl-C
     setup_diagnostics(args.log_level)
     settings = JobSettings(
         rate=args.rate,
@@ -75,17 +76,22 @@ async def _retry_job(
     started = time.monotonic()
     report = Report(out)
     on_outcome = report.outcome if progress is None else progress.wrap(report)
-    async with api.retrigger(inputs.items(), api_settings, settings, on_outcome=on_outcome) as job:
-        report.redactor.watch(job.secrets)
-        if progress is not None:
-            progress.show()  # only now: a job refused at start draws no bar
-        async with anyio.create_task_group() as background:
-            background.start_soon(_stop_on_signal, job)
-            background.start_soon(_flush_often, report)
-            await job.wait()
-            background.cancel_scope.cancel()
-        summary = report.summary(time.monotonic() - started)
-    if job.stopped:
+    signals = _Signals(report)
+    async with anyio.create_task_group() as background:
+        background.start_soon(signals.listen)  # from the start: the token fetch may be slow
+        with signals.startup:
+            async with api.retrigger(
+                inputs.items(), api_settings, settings, on_outcome=on_outcome
+            ) as job:
+                signals.attach(job)
+                report.redactor.watch(job.secrets)
+                if progress is not None:
+                    progress.show()  # only now: a job refused at start draws no bar
+                background.start_soon(_flush_often, report)
+                await job.wait()
+        background.cancel_scope.cancel()
+    summary = report.summary(time.monotonic() - started)
+    if signals.received:
         return EXIT_STOPPED, summary
     return (EXIT_OK if report.tally.clean else EXIT_PROBLEMS), summary
 
@@ -97,16 +103,41 @@ async def _flush_often(report: Report) -> None:
         report.flush()
 
 
-async def _stop_on_signal(job: api.RetriggerJob) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if job.stopped:
-                os._exit(EXIT_STOPPED)  # a second signal; each journal record is one write
-            say(
-                f"{signal.Signals(signum).name}: finishing requests in flight, sending nothing "
-                "new (signal again to exit at once)"
-            )
+class _Signals:
+    """SIGINT/SIGTERM: the first stops the job gracefully (or its start-up), a second exits."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.startup = anyio.CancelScope()
+        self.received = 0
+        self._job: api.RetriggerJob | None = None
+
+    def attach(self, job: api.RetriggerJob) -> None:
+        """From now on a signal stops ``job`` instead of cancelling the start-up."""
+        self._job = job
+        if self.received:
             job.stop()
+
+    async def listen(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self.received += 1
+                if self.received > 1:
+                    self.report.flush()  # what is rendered is written; the journal is whole
+                    os._exit(EXIT_STOPPED)
+                say(
+                    f"{signal.Signals(signum).name}: finishing requests in flight, sending "
+                    "nothing new (signal again to exit at once)"
+                )
+                if self._job is None:
+                    self.startup.cancel()  # nothing sent yet: stop before the first request
+                else:
+                    self._job.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def _closing_line(summary: Summary, args: argparse.Namespace, code: int) -> str:
@@ -118,8 +149,14 @@ def _closing_line(summary: Summary, args: argparse.Namespace, code: int) -> str:
         + f" of {summary.total} in {summary.elapsed_s:.1f}s; JSON lines {where}"
     )
     if args.journal is not None and code != EXIT_OK and not args.dry_run:
-        paths = " ".join(shlex.quote(p) for p in args.paths) or "< same-input"
-        line += f"\n  to resume: bulkretry retry {paths} --journal {shlex.quote(str(args.journal))}"
+        journal = shlex.quote(str(args.journal))
+        if args.paths and "-" not in args.paths:
+            paths = " ".join(shlex.quote(p) for p in args.paths)
+            line += f"\n  to resume: bulkretry retry {paths} --journal {journal}"
+        else:
+            line += (
+                f"\n  to resume: run the same command again, same input, with --journal {journal}"
+            )
     return line
 
 
