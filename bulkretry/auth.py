@@ -18,6 +18,7 @@ from .config import ClientCredentials, Secret, scrub
 from .errors import AuthError
 from .retrying import Backoff, parse_retry_after
 
+_USUAL_LIFETIME: Final = 86400.0
 _MARGIN_MAX: Final = 300.0
 """Refresh at most this many seconds before expiry (10 % of the lifetime when shorter)."""
 _RETRY_LATER: Final = 5.0
@@ -200,11 +201,17 @@ class ImsTokens:
     def _accept(self, body: bytes) -> tuple[str, float]:
         try:
             answer = orjson.loads(body)
-            token, lifetime = answer["access_token"], float(answer["expires_in"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise AuthError("IMS answered 200 without access_token and expires_in") from None
+        except orjson.JSONDecodeError:
+            raise AuthError("IMS answered 200 without JSON") from None
+        token = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthError("IMS answered 200 without a usable access_token")
+        # Adobe documents expires_in; without it, assume its usual day (a 401 refreshes anyway).
+        raw = answer.get("expires_in", _USUAL_LIFETIME)
+        try:
+            lifetime = float(raw)
+        except (TypeError, ValueError):
+            raise AuthError("IMS answered a token without a usable expires_in") from None
         if not math.isfinite(lifetime) or lifetime <= 0:
             raise AuthError(f"IMS answered a token that is already expired (expires_in={lifetime})")
         return token, lifetime

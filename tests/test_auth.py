@@ -622,3 +622,12 @@ def test_api_key_defaults_to_aep_client_id_even_with_a_static_token():
     env = {"AEP_ORG_ID": ORG, "AEP_CLIENT_ID": API_KEY, "AEP_ACCESS_TOKEN": TOKEN}
     settings = load_api_settings(env)
     assert (settings.api_key, settings.credentials) == (API_KEY, Secret(TOKEN))
+
+
+async def test_a_token_without_expires_in_is_used_for_the_usual_day():
+    """An IMS answer without expires_in is accepted: Adobe's tokens live a day, a 401 refreshes."""
+    answer = (200, {"access_token": "no-lifetime-token", "token_type": "bearer"}, {})
+    async with scripted_ims(answer) as ims, ims_tokens(ims.url) as tokens:
+        assert await tokens.token() == "no-lifetime-token"
+        assert await tokens.token() == "no-lifetime-token"
+    assert len(ims.forms) == 1
