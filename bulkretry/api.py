@@ -54,17 +54,14 @@ class RetriggerJob:
         return self._outcomes.__aiter__()
 
     async def wait(self) -> None:
-        """Return when every run ID read has had its outcome."""
+        """Return when every run ID read has had its outcome (``on_outcome`` jobs only)."""
+        if self._outcomes is not None:
+            raise TypeError("iterate this job for its outcomes; wait() is for on_outcome jobs")
         await self._done.wait()
 
     def stop(self) -> None:
         """Send nothing new; in-flight requests finish and every run ID still gets an outcome."""
         self._stopper.stop()
-
-    @property
-    def stopped(self) -> bool:
-        """Whether ``stop`` was called."""
-        return self._stopper.stopped
 
     def secrets(self) -> tuple[str, ...]:
         """Secret values in use, so that output can be scrubbed of them."""

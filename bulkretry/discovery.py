@@ -18,7 +18,7 @@ from anyio.abc import ObjectSendStream
 
 from .admission import Admission
 from .errors import APIError, BulkRetryError, UsageError
-from .retrying import Backoff, Verdict, classify
+from .retrying import MAX_RETRY_AFTER, Backoff, Verdict, classify
 
 if TYPE_CHECKING:
     from .flowservice import FlowService
@@ -187,6 +187,8 @@ class Lister:
                 if attempt >= self._settings.max_attempts:
                     raise
                 retry_after = error.retry_after if isinstance(error, APIError) else None
+                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                    raise
                 if isinstance(error, APIError) and error.status == 429:
                     self._admission.slowdown.throttled(anyio.current_time())
                 await anyio.sleep(self._backoff.delay(attempt, retry_after))
@@ -197,7 +199,7 @@ class Lister:
 
 
 def _describe(error: BulkRetryError) -> str:
-    text = error.describe() if isinstance(error, APIError) else str(error)
+    text = str(error)
     if isinstance(error, APIError) and not text.startswith("HTTP "):
         text = f"HTTP {error.status} {text}"
     return text

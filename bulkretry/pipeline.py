@@ -8,8 +8,16 @@ including when the job is stopped part-way.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -22,7 +30,7 @@ from .dedup import SeenIds
 from .errors import APIError, AuthError, BulkRetryError
 from .journal import Journal, Record
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
-from .retrying import Backoff, Verdict, classify
+from .retrying import MAX_RETRY_AFTER, Backoff, Verdict, classify
 from .sources import check_run_id
 
 if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
@@ -115,8 +123,8 @@ class Pipeline:
                 for _ in range(0 if self.settings.dry_run else self.settings.concurrency):
                     workers.start_soon(self._worker, work_receive.clone(), emit)
                 work_receive.close()
-                async with work_send:
-                    await self._produce(_aiter(items), work_send, emit)
+                async with work_send, aclosing(_aiter(items)) as source:
+                    await self._produce(source, work_send, emit)
             background.cancel_scope.cancel()
 
     async def _produce(
@@ -227,12 +235,15 @@ class Pipeline:
     ) -> tuple[Failed | Uncertain, float | None]:
         """The outcome of a failed attempt, and its wait floor if it may be retried (else None)."""
         status = error.status if isinstance(error, APIError) else None
-        text = error.describe() if isinstance(error, APIError) else str(error)
+        text = str(error)
         retry_after = error.retry_after if isinstance(error, APIError) else None
         verdict = classify(error, refreshable=False)
         if verdict is Verdict.RETRY:
             if status == 429:
                 self._admission.slowdown.throttled(anyio.current_time())
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                text += f" (asked to wait {retry_after:.0f}s, over the {MAX_RETRY_AFTER:.0f}s limit)"
+                return Failed(run_id, status, text, attempts), None
             return Failed(run_id, status, text, attempts), retry_after or 0.0
         if status != 429:
             self._admission.slowdown.succeeded()
@@ -287,10 +298,16 @@ async def hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
 
 async def _aiter(
     items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
-) -> AsyncIterator[str | Skipped]:
+) -> AsyncGenerator[str | Skipped, None]:
     if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
+        iterator = aiter(items)
+        try:
+            async for item in iterator:
+                yield item
+        finally:  # close the source now (its reader thread, its streams), not at GC time
+            if isinstance(iterator, AsyncGenerator):
+                with anyio.CancelScope(shield=True):
+                    await iterator.aclose()
     else:
         for item in items:
             yield item

@@ -18,6 +18,9 @@ from typing import Final
 from .errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
 
 _SAFE_STATUSES: Final = frozenset({429, 503})
+MAX_RETRY_AFTER: Final = 300.0
+"""A longer Retry-After ends the run's retries (it stays not applied) instead of parking a
+worker for hours; honouring it means never sending sooner, and we send never."""
 _SECONDS: Final = re.compile(r"\d+(\.\d+)?")
 
 

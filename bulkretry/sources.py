@@ -176,14 +176,6 @@ class InputFiles:
             raise UsageError(f"cannot read {path}: it is a directory")
         return fd
 
-    @property
-    def total_bytes(self) -> int | None:
-        """Size of all inputs when every one is a regular file (for progress), else None."""
-        sizes = [os.fstat(o.fd) for o in self._opened]
-        if all(stat.S_ISREG(s.st_mode) for s in sizes):
-            return sum(s.st_size for s in sizes)
-        return None
-
     async def items(self) -> AsyncIterator[str | Skipped]:
         """Every line of every input, parsed, in order; blank lines and comments dropped."""
         for opened in self._opened:
@@ -208,8 +200,8 @@ async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
             except OSError as exc:
                 anyio.from_thread.run(send.send, exc, token=token)
             anyio.from_thread.run(send.aclose, token=token)
-        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return  # the job ended, or stopped reading, while we were blocked
+        except Exception:  # noqa: BLE001 - the job ended or stopped reading while we were blocked
+            return
 
     threading.Thread(target=pump, name=f"bulkretry-read-{fd}", daemon=True).start()
     async with receive:

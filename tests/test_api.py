@@ -176,3 +176,13 @@ async def test_async_iterables_feed_the_pipeline(emulator, api_settings):
     outcomes = await collect(slow_ids(), api_settings)
     assert sent_before_end.is_set()
     assert {o.run_id for o in outcomes} == {"early-1", "late-1"}
+
+
+async def test_an_hours_long_retry_after_ends_the_retries(emulator, api_settings):
+    """Retry-After: 3600 is not waited out: the run fails (not applied) and says why."""
+    emulator.faults = Faults(retry_after=3600, script={"slow-1": ["throttle"]})
+    with anyio.fail_after(10):
+        [outcome] = await collect(["slow-1"], api_settings)
+    assert isinstance(outcome, Failed) and outcome.attempts == 1
+    assert "asked to wait 3600s, over the 300s limit" in outcome.error
+    assert emulator.stats.retriggers == {}
