@@ -242,7 +242,8 @@ class Pipeline:
             if status == 429:
                 self._admission.slowdown.throttled(anyio.current_time())
             if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                text += f" (asked to wait {retry_after:.0f}s, over the {MAX_RETRY_AFTER:.0f}s limit)"
+                limit = f"over the {MAX_RETRY_AFTER:.0f}s limit"
+                text += f" (asked to wait {retry_after:.0f}s, {limit})"
                 return Failed(run_id, status, text, attempts), None
             return Failed(run_id, status, text, attempts), retry_after or 0.0
         if status != 429:
