@@ -146,4 +146,5 @@ async def list_failed(
     async with open_session(concurrency, settings.timeout) as session:
         tokens = make_tokens(session, api, attempts=settings.max_attempts, backoff=backoff)
         await tokens.token()
-        yield Lister(FlowService(session, api, tokens), settings, backoff)
+        async with Lister(FlowService(session, api, tokens), settings, backoff) as lister:
+            yield lister

@@ -11,7 +11,8 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -82,10 +83,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 def retryable(run: dict[str, Any], flow_id: str, *, include_empty: bool) -> RunRecord | None:
     """The record for a failed run (or a successful one that ingested nothing), else None."""
     run_id = run.get("id")
-    metrics = run.get("metrics") or {}
-    summary = metrics.get("statusSummary") or {}
+    metrics = _object(run.get("metrics"))
+    summary = _object(metrics.get("statusSummary"))
     status = str(summary.get("status") or "").lower()
-    records = _int((metrics.get("recordSummary") or {}).get("outputRecordCount"))
+    records = _int(_object(metrics.get("recordSummary")).get("outputRecordCount"))
     if not isinstance(run_id, str):
         return None
     if status != "failed" and not (include_empty and status == "success" and records == 0):
@@ -98,6 +99,11 @@ def retryable(run: dict[str, Any], flow_id: str, *, include_empty: bool) -> RunR
         records=records,
         error=_first_error(summary.get("errors")),
     )
+
+
+def _object(value: object) -> dict[str, Any]:
+    """A JSON object, or an empty one when the API sent something else."""
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: object) -> int:
@@ -119,7 +125,11 @@ def _first_error(errors: object) -> str | None:
 
 
 class Lister:
-    """Pages through every flow concurrently, under one rate limit and one retry policy."""
+    """Pages through every flow concurrently, under one rate limit and one retry policy.
+
+    An async context manager: entering starts one task per flow (the task group belongs to
+    the ``async with`` block, never to a generator), leaving stops whatever is left.
+    """
 
     def __init__(
         self, client: FlowService, settings: ListingSettings, backoff: Backoff | None = None
@@ -128,21 +138,35 @@ class Lister:
         self._settings = settings
         self._backoff = backoff or Backoff()
         self._admission = Admission(settings.rate)
+        self._tasks = anyio.create_task_group()
+        self._send, self._receive = anyio.create_memory_object_stream[RunRecord](256)
         self.pages = 0
         self.errors: list[str] = []
 
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        async with self._send:
+            for flow_id in dict.fromkeys(self._settings.flow_ids):
+                self._tasks.start_soon(self._flow, flow_id, self._send.clone())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        self._receive.close()
+        self._tasks.cancel_scope.cancel()  # listing is read-only: stopping early is harmless
+        return await self._tasks.__aexit__(exc_type, exc, traceback)
+
     async def records(self) -> AsyncIterator[RunRecord]:
         """Every retryable run of every flow, each once; errors are collected in ``errors``."""
-        send, receive = anyio.create_memory_object_stream[RunRecord](256)
         seen: set[str] = set()
-        async with anyio.create_task_group() as flows, receive:
-            async with send:
-                for flow_id in dict.fromkeys(self._settings.flow_ids):
-                    flows.start_soon(self._flow, flow_id, send.clone())
-            async for record in receive:
-                if record.run_id not in seen:
-                    seen.add(record.run_id)
-                    yield record
+        async for record in self._receive:
+            if record.run_id not in seen:
+                seen.add(record.run_id)
+                yield record
 
     async def _flow(self, flow_id: str, out: ObjectSendStream[RunRecord]) -> None:
         settings = self._settings

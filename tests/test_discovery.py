@@ -4,6 +4,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 
 import bulkretry
@@ -127,6 +128,10 @@ def test_retryable_compares_status_case_insensitively():
     record = retryable(run, "f", include_empty=False)
     assert record is not None and record.status == "failed" and record.records == 0
     assert retryable({"id": "x"}, "f", include_empty=True) is None
+    assert retryable({"id": "x", "metrics": ["odd"]}, "f", include_empty=True) is None
+    assert (
+        retryable({"id": "x", "metrics": {"statusSummary": "odd"}}, "f", include_empty=True) is None
+    )
 
 
 def test_cli_failed_then_retry_in_one_pipe(emulator, thread_server):
@@ -194,7 +199,17 @@ class PagesWithoutFilters:
 async def test_a_next_link_without_filters_keeps_ours_and_other_flows_are_dropped():
     """Our filters ride along when the next link lacks them; runs of other flows never list."""
     client = PagesWithoutFilters()
-    lister = Lister(client, ListingSettings(flow_ids=("flow-a",), rate=0))
-    records = [record async for record in lister.records()]
+    async with Lister(client, ListingSettings(flow_ids=("flow-a",), rate=0)) as lister:
+        records = [record async for record in lister.records()]
     assert [r.run_id for r in records] == ["a-1", "a-2"]
     assert client.calls[1] == ("/runs?continuationToken=abc", [("property", "flowId==flow-a")])
+
+
+async def test_stopping_early_leaves_no_task_behind(emulator, api_settings):
+    """Breaking out of the listing after one record ends the job cleanly, with nothing hanging."""
+    seed(emulator, flows=("flow-a", "flow-b"), per_flow=60)
+    settings = ListingSettings(flow_ids=("flow-a", "flow-b"), rate=0, page_size=5)
+    with anyio.fail_after(10):
+        async with bulkretry.list_failed(api_settings, settings) as lister:
+            async for _ in lister.records():
+                break
