@@ -63,6 +63,11 @@ class RetriggerJob:
         """Send nothing new; in-flight requests finish and every run ID still gets an outcome."""
         self._stopper.stop()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the job stopped itself (unwritable journal, unreadable input), if it did."""
+        return self._stopper.failure
+
     def secrets(self) -> tuple[str, ...]:
         """Secret values in use, so that output can be scrubbed of them."""
         return self._client.tokens.secrets() if self._client is not None else ()

@@ -3,6 +3,7 @@
     BulkRetryError
     ├── UsageError              bad flags, environment or input files: exit 2, nothing sent
     ├── JournalLockedError      another process holds the journal: exit 2
+    ├── JournalError            the journal cannot be written: the job stops, exit 1
     ├── AuthError               IMS refused the credentials or cannot be reached: exit 2
     ├── TransportError          the HTTP exchange did not complete
     │   ├── ConnectError        never reached the server: certainly not applied
@@ -25,6 +26,10 @@ class UsageError(BulkRetryError):
 
 class JournalLockedError(BulkRetryError):
     """Another bulkretry process is writing the same journal."""
+
+
+class JournalError(BulkRetryError):
+    """A journal record could not be written, so no further request may be sent."""
 
 
 class AuthError(BulkRetryError):

@@ -9,7 +9,9 @@ throughput. A torn last line, from a crash mid-write, is ignored on reading.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Self
@@ -18,10 +20,12 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from .errors import JournalLockedError, UsageError
+from .errors import JournalError, JournalLockedError, UsageError
 from .outcomes import Failed, Retriggered, Uncertain
 
 State = Literal["intent", "retriggered", "failed", "uncertain"]
+
+_log = logging.getLogger(__name__)
 
 SYNC_INTERVAL: Final = 1.0
 _STATES: Final = frozenset({"intent", "retriggered", "failed", "uncertain"})
@@ -48,10 +52,16 @@ def read_journal(path: Path) -> dict[str, Record]:
     except OSError as exc:
         raise UsageError(f"cannot read journal {path}: {exc.strerror}") from None
     with handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise UsageError(f"journal {path} is not a regular file")
         for line in handle:
             entry = _decode(line)
-            if entry is not None:
-                run_id, record = entry
+            if entry is None:
+                continue
+            run_id, record = entry
+            if record.state == "failed":
+                records.pop(run_id, None)  # tried again on resume, like an ID never seen
+            else:
                 records[run_id] = record
     return records
 
@@ -97,6 +107,9 @@ class Journal:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise UsageError(f"cannot open journal {self.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"journal {self.path} is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -111,9 +124,11 @@ class Journal:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)  # closing releases the lock
-            self._fd = -1
+            try:
+                _sync(self._fd)
+            finally:
+                os.close(self._fd)  # closing releases the lock
+                self._fd = -1
 
     def _repair_tail(self) -> None:
         """End a torn last line with a newline, so the next record starts clean."""
@@ -135,7 +150,13 @@ class Journal:
         self._write(entry)
 
     def _write(self, entry: dict[str, Any]) -> None:
-        os.write(self._fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        data = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            raise JournalError(f"cannot write journal {self.path}: {exc.strerror}") from exc
+        if written != len(data):  # a torn record is no record: the disk is full
+            raise JournalError(f"cannot write journal {self.path}: only part of a record fit")
         self._dirty = True
 
     async def sync_forever(self, interval: float = SYNC_INTERVAL) -> None:
@@ -144,4 +165,16 @@ class Journal:
             await anyio.sleep(interval)
             if self._dirty and self._fd >= 0:
                 self._dirty = False
-                await anyio.to_thread.run_sync(os.fsync, self._fd)
+                await anyio.to_thread.run_sync(_sync, self._fd)
+
+
+def _sync(fd: int) -> None:
+    """fsync, where the file supports it; a failure is logged, never fatal to the job.
+
+    Every record already reached the OS with its own write: a failed fsync only weakens
+    durability against power loss, which is no reason to abandon requests in flight.
+    """
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        _log.warning("journal fsync failed: %s", exc.strerror)

@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .admission import Admission
 from .config import JobSettings
 from .dedup import SeenIds
-from .errors import APIError, AuthError, BulkRetryError
+from .errors import APIError, AuthError, BulkRetryError, JournalError
 from .journal import Journal, Record
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from .retrying import MAX_RETRY_AFTER, Backoff, Verdict, classify
@@ -54,19 +54,26 @@ class Stopper:
     """A stop request that interrupts waits, but never a request already sent."""
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self._event = anyio.Event()
         self._scopes: set[anyio.CancelScope] = set()
+        self.failure: str | None = None
 
-    def stop(self) -> None:
-        """Stop taking input and sending; let in-flight requests finish."""
-        self.event.set()
+    def stop(self, failure: str | None = None) -> None:
+        """Stop taking input and sending; let in-flight requests finish.
+
+        ``failure`` says why when the job itself cannot go on (rather than a user's signal).
+        """
+        if failure is not None and self.failure is None:
+            self.failure = failure
+            _log.error("%s; stopping: nothing more will be sent", failure)
+        self._event.set()
         for scope in self._scopes:
             scope.cancel()
 
     @property
     def stopped(self) -> bool:
         """Whether ``stop`` was called."""
-        return self.event.is_set()
+        return self._event.is_set()
 
     @contextmanager
     def interruptible(self) -> Iterator[anyio.CancelScope]:
@@ -136,13 +143,16 @@ class Pipeline:
         # A stop cancels the wait for more input. An item already read is never lost: it is
         # handed on without waiting when there is room, and under a shield when there is not.
         with self.stopper.interruptible():
-            async for item in items:
-                outcome = self._screen(item)
-                if outcome is None:
-                    assert isinstance(item, str)  # screened: a valid, new run ID
-                    await hand_on(work, item)
-                else:
-                    await emit(outcome)
+            try:
+                async for item in items:
+                    outcome = self._screen(item)
+                    if outcome is None:
+                        assert isinstance(item, str)  # screened: a valid, new run ID
+                        await hand_on(work, item)
+                    else:
+                        await emit(outcome)
+            except BulkRetryError as error:  # input that fails mid-stream: finish what was read
+                self.stopper.stop(str(error))
 
     def _screen(self, item: str | Skipped) -> Outcome | None:  # noqa: PLR0911 - one exit per rule
         """The outcome that needs no request, or None when the run ID should be sent."""
@@ -184,8 +194,8 @@ class Pipeline:
                 return last or Skipped(run_id, "interrupted")
             if self._fatal is not None:
                 return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)
-            if self._journal is not None:
-                self._journal.intent(run_id)
+            if not self._intend(run_id):  # no durable intent, no request
+                return last or Skipped(run_id, "interrupted")
             attempts += 1
             try:
                 accepted = await self._client.retrigger(run_id)
@@ -214,6 +224,16 @@ class Pipeline:
                 await anyio.sleep(delay)
             if scope.cancelled_caught:
                 return last
+
+    def _intend(self, run_id: str) -> bool:
+        """Journal the intent; False (and the job stops) when it cannot be written."""
+        if self._journal is not None:
+            try:
+                self._journal.intent(run_id)
+            except JournalError as error:
+                self.stopper.stop(str(error))
+                return False
+        return True
 
     async def _admit(self) -> bool:
         """Wait for the gate; False when the job was stopped meanwhile."""
@@ -266,7 +286,10 @@ class Pipeline:
 
     def _final(self, outcome: Retriggered | Failed | Uncertain) -> Outcome:
         if self._journal is not None:
-            self._journal.outcome(outcome)
+            try:
+                self._journal.outcome(outcome)
+            except JournalError as error:  # the outcome is still reported; nothing more is sent
+                self.stopper.stop(str(error))
         return outcome
 
 

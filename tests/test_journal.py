@@ -2,6 +2,10 @@
 
 import fcntl
 import os
+import resource
+import signal
+import subprocess
+import sys
 
 import anyio
 import orjson
@@ -20,7 +24,7 @@ from bulkretry.emulator import Faults
 from bulkretry.journal import Journal, Record, read_journal
 from bulkretry.retrying import Backoff
 
-from .conftest import cli_env, run_cli
+from .conftest import cli_env, parse_lines, run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +123,10 @@ def test_garbage_lines_are_skipped_without_raising(tmp_path, garbage):
 
 
 def test_fields_of_the_wrong_type_are_dropped(tmp_path):
-    """A record with odd field types still gives its state, never a non-string ID or etag."""
+    """A record with odd field types still gives its state, never a non-string ID or etag.
+
+    A recorded ``failed`` is dropped on reading: on resume it is tried again, as if unseen.
+    """
     path = tmp_path / "j"
     path.write_bytes(
         b'{"run_id":"a","state":"retriggered","new_run_id":5,"etag":["x"]}\n'
@@ -129,7 +136,6 @@ def test_fields_of_the_wrong_type_are_dropped(tmp_path):
     assert read_journal(path) == {
         "a": Record("retriggered"),
         "b": Record("uncertain"),
-        "c": Record("failed"),
     }
 
 
@@ -364,3 +370,33 @@ def test_cli_resume_after_a_torn_tail(emulator, thread_server, tmp_path):
     assert lines[2] == b'{"run_id":"t-2","state":"int'
     assert [orjson.loads(line)["state"] for line in lines[3:]] == ["intent", "retriggered"]
     assert read_journal(path)["t-2"].new_run_id == by_id["t-2"]["new_run_id"]
+
+
+def test_a_journal_that_cannot_be_written_stops_the_job_and_reports_everything(
+    emulator, thread_server, tmp_path
+):
+    """A full disk (a file-size limit): sending stops, every ID read has a line, exit 1."""
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
+
+    journal = tmp_path / "full.journal"
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkretry", "retry", "--journal", str(journal), "--rate", "0"],
+        input=b"".join(b"full-%d\n" % n for n in range(20)),
+        capture_output=True,
+        env=cli_env(thread_server),
+        timeout=60,
+        check=False,
+        preexec_fn=small_files,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert "cannot write journal" in stderr and "Traceback" not in stderr
+    lines = parse_lines(done.stdout)
+    assert lines[-1]["total"] == 20 == len(lines) - 1
+    sent = {r.run_id for r in emulator.stats.requests}
+    assert 0 < len(sent) < 20
+    # every request that left had its intent on disk first
+    assert sent <= set(read_journal(journal))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import anyio
 import orjson
+from anyio.abc import TaskStatus
 
 from bulkretry import api
 from bulkretry.config import ApiSettings, JobSettings, load_api_settings
@@ -77,8 +78,9 @@ async def _retry_job(
     report = Report(out)
     on_outcome = report.outcome if progress is None else progress.wrap(report)
     signals = _Signals(report)
+    failure = None
     async with anyio.create_task_group() as background:
-        background.start_soon(signals.listen)  # from the start: the token fetch may be slow
+        await background.start(signals.listen)  # from the start: the token fetch may be slow
         with signals.startup:
             async with api.retrigger(
                 inputs.items(), api_settings, settings, on_outcome=on_outcome
@@ -89,8 +91,12 @@ async def _retry_job(
                     progress.show()  # only now: a job refused at start draws no bar
                 background.start_soon(_flush_often, report)
                 await job.wait()
+                failure = job.failure
+        summary = report.summary(time.monotonic() - started)  # still listening meanwhile
         background.cancel_scope.cancel()
-    summary = report.summary(time.monotonic() - started)
+    if failure is not None:
+        say(f"error: {failure}")
+        return EXIT_PROBLEMS, summary
     if signals.received:
         return EXIT_STOPPED, summary
     return (EXIT_OK if report.tally.clean else EXIT_PROBLEMS), summary
@@ -118,8 +124,10 @@ class _Signals:
         if self.received:
             job.stop()
 
-    async def listen(self) -> None:
+    async def listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Handle signals until cancelled; ready once the handlers are installed."""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 self.received += 1
                 if self.received > 1:
