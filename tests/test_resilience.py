@@ -120,6 +120,9 @@ def test_fault_soak_through_the_cli_keeps_the_journal_true(emulator, thread_serv
     assert max(emulator.stats.retriggers.values()) == 1
     records = read_journal(journal)
     for line in lines:
+        if line["event"] == "failed":  # recorded, and read back as "try again": absent
+            assert line["run_id"] not in records
+            continue
         record = records[line["run_id"]]
         assert record.state == line["event"], (line, record)
         if line["event"] == "retriggered":
