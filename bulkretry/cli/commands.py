@@ -28,7 +28,7 @@ from bulkretry.sources import InputFiles
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
 
 if TYPE_CHECKING:
-    from bulkretry.progress import Progress
+    from bulkretry.cli.progress import Progress
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ def retry(args: argparse.Namespace) -> int:
         out = stack.enter_context(_open_output(args.output))
         progress = None
         if show_progress:
-            from bulkretry.progress import Progress  # noqa: PLC0415 - terminals only
+            from bulkretry.cli.progress import Progress  # noqa: PLC0415 - terminals only
 
             progress = Progress(sys.stderr, args.paths)
             stack.callback(progress.close)
@@ -209,7 +209,7 @@ async def _failed_job(
 def demo(args: argparse.Namespace) -> int:
     """``bulkretry demo``: the real pipeline against the embedded emulator."""
     del args
-    from bulkretry.demo import run_demo  # noqa: PLC0415 - only the demo needs the emulator
+    from bulkretry.cli.demo import run_demo  # noqa: PLC0415 - only the demo needs the emulator
 
     code, _ = _run(run_demo(sys.stdout.buffer))
     return code

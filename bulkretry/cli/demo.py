@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from . import api
-from .config import ApiSettings, JobSettings, Secret
-from .emulator import Emulator, serve
-from .report import Report
-from .sources import InputFiles
+from bulkretry import api
+from bulkretry.config import ApiSettings, JobSettings, Secret
+from bulkretry.emulator import Emulator, serve
+from bulkretry.report import Report
+from bulkretry.sources import InputFiles
 
 _ORG: Final = "DEMO0000000000000000000@AdobeOrg"
 _API_KEY: Final = "demo-client-id"
@@ -20,8 +20,9 @@ _TOKEN: Final = "demo-token"  # noqa: S105 - the emulator's own, not a credentia
 
 def sample(name: str) -> Path:
     """A file of ``samples/``: packaged with the wheel, or beside the source tree."""
-    packaged = Path(__file__).parent / "_samples" / name
-    return packaged if packaged.exists() else Path(__file__).parent.parent / "samples" / name
+    package = Path(__file__).parent.parent
+    packaged = package / "_samples" / name
+    return packaged if packaged.exists() else package.parent / "samples" / name
 
 
 async def run_demo(out: BinaryIO) -> tuple[int, None]:

@@ -9,8 +9,8 @@ from typing import Any, Final, TextIO
 
 from tqdm import tqdm
 
-from .outcomes import Outcome, Tally
-from .report import Report
+from bulkretry.outcomes import Outcome, Tally
+from bulkretry.report import Report
 
 COUNT_LIMIT: Final = 256 * 1024 * 1024
 """Count input lines for done/total only up to this many bytes; beyond, show a rate alone."""

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import termios
 
+from bulkretry.cli.progress import count_run_lines
 from bulkretry.emulator import Faults
-from bulkretry.progress import count_run_lines
 
 from .conftest import cli_env, parse_lines, run_cli
 
