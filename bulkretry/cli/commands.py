@@ -89,6 +89,7 @@ async def _retry_job(
                 report.redactor.watch(job.secrets)
                 if progress is not None:
                     progress.show()  # only now: a job refused at start draws no bar
+                    background.start_soon(progress.count)
                 background.start_soon(_flush_often, report)
                 await job.wait()
                 failure = job.failure

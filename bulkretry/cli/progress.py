@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import anyio
+import anyio.to_thread
 from tqdm import tqdm
 
 from bulkretry.outcomes import Outcome, Tally
@@ -47,7 +49,7 @@ class Progress:
     def show(self) -> None:
         """Start drawing, once the job is under way."""
         self._bar = tqdm(
-            total=count_run_lines(self._paths),
+            total=None,  # known later, from count(): the first request need not wait for it
             initial=self._done,
             file=self._stream,
             unit=" runs",
@@ -65,6 +67,13 @@ class Progress:
             self.advance(report.tally)
 
         return handle
+
+    async def count(self) -> None:
+        """Count the input's lines in a thread, then show done/total."""
+        total = await anyio.to_thread.run_sync(count_run_lines, self._paths, abandon_on_cancel=True)
+        if total is not None and self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
 
     def advance(self, tally: Tally) -> None:
         """Count one final outcome."""
