@@ -19,7 +19,7 @@ from anyio.abc import ObjectSendStream
 
 from .admission import Admission
 from .errors import APIError, BulkRetryError, UsageError
-from .retrying import MAX_RETRY_AFTER, Backoff, Verdict, classify
+from .retrying import Attempts, Backoff, Step
 
 if TYPE_CHECKING:
     from .flowservice import FlowService
@@ -194,28 +194,20 @@ class Lister:
                 params = [] if url is None or "property=" in url else filters
 
     async def _page(self, url: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
-        attempt, reauthorized = 0, False
-        refreshable = self._client.tokens.refreshable
+        attempts = Attempts(self._settings.max_attempts, self._client.tokens.refreshable)
         while True:
-            attempt += 1
+            attempts.made += 1
             await self._admission.wait()
             try:
                 page = await self._client.get_json(url, params)
             except BulkRetryError as error:
-                verdict = classify(error, refreshable=refreshable and not reauthorized)
-                if verdict is Verdict.REAUTH:
-                    reauthorized = True  # the client replaced the token: ask again at once
-                    continue
-                if verdict is not Verdict.RETRY:
+                _, step, floor = attempts.after(error)
+                if step is Step.STOP:
                     raise
-                if attempt >= self._settings.max_attempts:
-                    raise
-                retry_after = error.retry_after if isinstance(error, APIError) else None
-                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                    raise
-                if isinstance(error, APIError) and error.status == 429:
-                    self._admission.slowdown.throttled(anyio.current_time())
-                await anyio.sleep(self._backoff.delay(attempt, retry_after))
+                if step is Step.AGAIN_LATER:
+                    if isinstance(error, APIError) and error.status == 429:
+                        self._admission.slowdown.throttled(anyio.current_time())
+                    await anyio.sleep(self._backoff.delay(attempts.made, floor or None))
             else:
                 self._admission.slowdown.succeeded()
                 self.pages += 1

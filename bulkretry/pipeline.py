@@ -30,7 +30,7 @@ from .dedup import SeenIds
 from .errors import APIError, AuthError, BulkRetryError, JournalError
 from .journal import Journal, Record
 from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
-from .retrying import MAX_RETRY_AFTER, Backoff, Verdict, classify
+from .retrying import MAX_RETRY_AFTER, Attempts, Backoff, Step, Verdict
 from .sources import check_run_id
 
 if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
@@ -188,7 +188,12 @@ class Pipeline:
     async def _settle(self, run_id: str) -> Outcome:
         """Attempt ``run_id`` until it has a final outcome."""
         assert self._client is not None
-        attempts, last, reauthorized = 0, None, False
+        attempts = Attempts(
+            self.settings.max_attempts,
+            refreshable=self._client.tokens.refreshable,
+            retry_uncertain=self.settings.retry_uncertain,
+        )
+        last: Outcome | None = None
         while True:
             if not await self._admit():
                 return last or Skipped(run_id, "interrupted")
@@ -196,34 +201,36 @@ class Pipeline:
                 return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)
             if not self._intend(run_id):  # no durable intent, no request
                 return last or Skipped(run_id, "interrupted")
-            attempts += 1
+            attempts.made += 1
             try:
                 accepted = await self._client.retrigger(run_id)
             except BulkRetryError as error:
-                if not reauthorized and self._renewed_token(error):
-                    reauthorized = True  # refused for the token, not the run: once more
-                    last = self._final(Failed(run_id, 401, str(error), attempts))
-                    continue
-                outcome, floor = self._judge(run_id, error, attempts)
+                verdict, step, floor = attempts.after(error)
+                outcome = self._judge(run_id, error, verdict, attempts.made)
             else:
                 self._admission.slowdown.succeeded()
                 self._refusals = 0
                 return self._final(
                     Retriggered(
-                        run_id, accepted.new_run_id, accepted.etag, attempts, accepted.status
+                        run_id, accepted.new_run_id, accepted.etag, attempts.made, accepted.status
                     )
                 )
-            if floor is None or attempts >= self.settings.max_attempts:
-                return self._final(outcome)
-            last = self._final(outcome)  # this attempt is settled: a crash now is safe to retry
-            delay = self._backoff.delay(attempts, floor or None)
-            _log.debug(
-                "%s: attempt %d failed (%s); next in %.2fs", run_id, attempts, outcome.error, delay
-            )
-            with self.stopper.interruptible() as scope:
-                await anyio.sleep(delay)
-            if scope.cancelled_caught:
+            last = self._final(outcome)  # settled: a crash before the next attempt is safe
+            if step is Step.STOP:
                 return last
+            if step is Step.AGAIN_LATER:
+                delay = self._backoff.delay(attempts.made, floor or None)
+                _log.debug(
+                    "%s: attempt %d failed (%s); next in %.2fs",
+                    run_id,
+                    attempts.made,
+                    outcome.error,
+                    delay,
+                )
+                with self.stopper.interruptible() as scope:
+                    await anyio.sleep(delay)
+                if scope.cancelled_caught:
+                    return last
 
     def _intend(self, run_id: str) -> bool:
         """Journal the intent; False (and the job stops) when it cannot be written."""
@@ -244,35 +251,26 @@ class Pipeline:
             await self._admission.wait()
         return not scope.cancelled_caught
 
-    def _renewed_token(self, error: BulkRetryError) -> bool:
-        """A 401 with OAuth: the client has already replaced the token, so send again."""
-        assert self._client is not None
-        verdict = classify(error, refreshable=self._client.tokens.refreshable)
-        return verdict is Verdict.REAUTH and isinstance(error, APIError)
-
     def _judge(
-        self, run_id: str, error: BulkRetryError, attempts: int
-    ) -> tuple[Failed | Uncertain, float | None]:
-        """The outcome of a failed attempt, and its wait floor if it may be retried (else None)."""
+        self, run_id: str, error: BulkRetryError, verdict: Verdict, attempts: int
+    ) -> Failed | Uncertain:
+        """The outcome of a failed attempt; also tells the slow-down and the breaker."""
         status = error.status if isinstance(error, APIError) else None
         text = str(error)
-        retry_after = error.retry_after if isinstance(error, APIError) else None
-        verdict = classify(error, refreshable=False)
         if verdict is Verdict.RETRY:
             if status == 429:
                 self._admission.slowdown.throttled(anyio.current_time())
+            retry_after = error.retry_after if isinstance(error, APIError) else None
             if retry_after is not None and retry_after > MAX_RETRY_AFTER:
                 limit = f"over the {MAX_RETRY_AFTER:.0f}s limit"
                 text += f" (asked to wait {retry_after:.0f}s, {limit})"
-                return Failed(run_id, status, text, attempts), None
-            return Failed(run_id, status, text, attempts), retry_after or 0.0
-        if status != 429:
+        elif verdict is not Verdict.REAUTH:
             self._admission.slowdown.succeeded()
         if verdict is Verdict.UNCERTAIN:
-            again = (retry_after or 0.0) if self.settings.retry_uncertain else None
-            return Uncertain(run_id, status, text, attempts), again
-        self._count_refusal(_refuses_the_job(error), text)
-        return Failed(run_id, status, text, attempts), None
+            return Uncertain(run_id, status, text, attempts)
+        if verdict is Verdict.FAILED:
+            self._count_refusal(_refuses_the_job(error), text)
+        return Failed(run_id, status, text, attempts)
 
     def _count_refusal(self, job_wide: bool, text: str) -> None:  # noqa: FBT001 - a fact, not a flag
         """Trip the breaker after repeated refusals of the caller: the rest would be refused too."""

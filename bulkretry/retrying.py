@@ -83,3 +83,37 @@ class Backoff:
         ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
         jittered = self.rng.uniform(0, ceiling) if ceiling > 0 else 0.0
         return max(jittered, retry_after or 0.0)
+
+
+class Step(enum.Enum):
+    """What follows a failed attempt."""
+
+    AGAIN_NOW = "again-now"  # a 401 whose token was just renewed: send once more at once
+    AGAIN_LATER = "again-later"  # not applied (or --retry-uncertain): after a backoff
+    STOP = "stop"  # the outcome is final
+
+
+@dataclass(slots=True)
+class Attempts:
+    """One unit of work's attempts: after each error, whether and when to try again.
+
+    Shared by re-triggers and listing pages, so both follow the contract's table alike.
+    """
+
+    limit: int
+    refreshable: bool
+    retry_uncertain: bool = False
+    made: int = 0
+    reauthorized: bool = False
+
+    def after(self, error: BulkRetryError) -> tuple[Verdict, Step, float]:
+        """The verdict on ``error``, the next step, and the least wait before it."""
+        verdict = classify(error, refreshable=self.refreshable and not self.reauthorized)
+        if verdict is Verdict.REAUTH:
+            self.reauthorized = True
+            return verdict, Step.AGAIN_NOW, 0.0
+        retry_after = error.retry_after if isinstance(error, APIError) else None
+        again = verdict is Verdict.RETRY or (verdict is Verdict.UNCERTAIN and self.retry_uncertain)
+        if not again or self.made >= self.limit or (retry_after or 0.0) > MAX_RETRY_AFTER:
+            return verdict, Step.STOP, 0.0
+        return verdict, Step.AGAIN_LATER, retry_after or 0.0

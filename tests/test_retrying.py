@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkretry.errors import APIError, ConnectError, ConnectionLostError, UsageError
-from bulkretry.retrying import Backoff, Verdict, classify, parse_retry_after
+from bulkretry.retrying import Attempts, Backoff, Step, Verdict, classify, parse_retry_after
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,35 @@ def test_zero_base_means_zero_waits():
     """Tests zero the waits through the policy's parameter, not by patching sleep."""
     assert Backoff(base=0).delay(3) == 0.0
     assert Backoff(base=0).delay(3, retry_after=2.0) == 2.0
+
+
+def test_attempts_follow_the_table_and_the_limit():
+    """Safe errors go again until the limit; uncertain and refused ones stop at once."""
+    attempts = Attempts(limit=3, refreshable=False)
+    steps = []
+    for _ in range(3):
+        attempts.made += 1
+        steps.append(attempts.after(APIError(503, None, "busy", retry_after=2.0))[1:])
+    assert steps == [(Step.AGAIN_LATER, 2.0), (Step.AGAIN_LATER, 2.0), (Step.STOP, 0.0)]
+    assert Attempts(3, refreshable=False, made=1).after(ConnectionLostError("x"))[1] is Step.STOP
+    assert Attempts(3, refreshable=False, made=1).after(APIError(404, None, "no"))[1] is Step.STOP
+
+
+def test_a_401_with_oauth_goes_again_once_even_at_the_limit():
+    """A renewed token earns one more send at once; a second 401 is final."""
+    attempts = Attempts(limit=1, refreshable=True, made=1)
+    assert attempts.after(APIError(401, "401013", "expired")) == (
+        Verdict.REAUTH,
+        Step.AGAIN_NOW,
+        0.0,
+    )
+    attempts.made += 1
+    assert attempts.after(APIError(401, "401013", "expired"))[:2] == (Verdict.FAILED, Step.STOP)
+
+
+def test_retry_uncertain_and_overlong_retry_after():
+    """--retry-uncertain resends a 500; a Retry-After over the limit ends the retries."""
+    uncertain = Attempts(3, refreshable=False, retry_uncertain=True, made=1)
+    assert uncertain.after(APIError(500, None, "boom"))[1] is Step.AGAIN_LATER
+    throttled = Attempts(3, refreshable=False, made=1)
+    assert throttled.after(APIError(429, None, "slow", retry_after=3600.0))[1] is Step.STOP
