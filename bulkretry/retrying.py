@@ -1,8 +1,9 @@
-"""Pure retry policy: what an answer means, how long to wait, and the job-wide 429 slow-down.
+"""Pure retry policy: what an answer means, whether to try again, and how long to wait.
 
 Only answers that prove the re-trigger was *not* applied are retried (429, 503, failure
 to connect). Everything else is final, because a second re-trigger starts a second
-ingestion. The rules are the contract's table, in one place.
+ingestion. The rules are the contract's table, in one place; the job-wide slow-down
+after 429s lives with the other admission meters, in ``admission.py``.
 """
 
 from __future__ import annotations
