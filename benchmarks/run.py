@@ -361,8 +361,8 @@ def part_floor(ctx: Context) -> None:
             "floor",
             f"{name} / floor (median of {ctx.rounds} alternating rounds)",
             f"{ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
-            ">= 0.8" if journal else "",
-            ratio >= 0.8 if journal else None,
+            ">= 0.8" if journal else ">= 1.0",
+            ratio >= (0.8 if journal else 1.0),
         )
     table.add("floor", f"xargs -P {conc} curl ({n_curl:,} IDs)", f"{curl_rate:,.0f} req/s")
     table.add(
