@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
@@ -118,6 +118,25 @@ def run_cli(
         check=False,
     )
     return CliResult(done.returncode, done.stdout, done.stderr.decode())
+
+
+class Spawned(subprocess.Popen[bytes]):
+    """A running CLI with all three standard streams piped (typed as present)."""
+
+    stdin: IO[bytes]
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+
+
+def spawn_cli(args: Sequence[str], *, env: dict[str, str]) -> Spawned:
+    """Start the CLI with pipes on stdin, stdout and stderr, for tests that talk to it live."""
+    return Spawned(
+        [sys.executable, "-m", "bulkretry", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def parse_lines(stdout: bytes) -> list[dict[str, Any]]:

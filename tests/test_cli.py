@@ -1,7 +1,5 @@
 """The installed command, run through its entry point as users and schedulers run it."""
 
-import subprocess
-import sys
 import time
 
 import orjson
@@ -10,7 +8,7 @@ import pytest
 import bulkretry
 from bulkretry.emulator import Faults
 
-from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines, run_cli
+from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines, run_cli, spawn_cli
 
 COMMON = {"event", "timestamp", "level"}
 
@@ -127,14 +125,7 @@ def test_output_file_is_truncated_and_gets_the_lines(thread_server, tmp_path):
 
 def test_streaming_a_request_completes_while_stdin_is_still_open(emulator, thread_server):
     """The first re-trigger is sent and reported before the input has ended."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkretry", "retry", "--rate", "0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli_env(thread_server),
-    )
-    assert proc.stdin is not None and proc.stdout is not None
+    proc = spawn_cli(["retry", "--rate", "0"], env=cli_env(thread_server))
     proc.stdin.write(b"stream-1\n")
     proc.stdin.flush()
     first = orjson.loads(proc.stdout.readline())  # arrives while stdin stays open
@@ -150,14 +141,7 @@ def test_streaming_a_request_completes_while_stdin_is_still_open(emulator, threa
 def test_sigterm_finishes_in_flight_reports_and_exits_130(emulator, thread_server):
     """SIGTERM mid-job: exit 130, a summary, every read ID accounted, every applied one reported."""
     emulator.faults = Faults(latency=0.3)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkretry", "retry", "--rate", "0", "--concurrency", "4"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli_env(thread_server),
-    )
-    assert proc.stdin is not None
+    proc = spawn_cli(["retry", "--rate", "0", "--concurrency", "4"], env=cli_env(thread_server))
     proc.stdin.write(b"".join(b"term-%d\n" % n for n in range(100)))
     proc.stdin.flush()  # stdin stays open: the job is waiting for more input
     deadline = time.monotonic() + 20
@@ -180,14 +164,7 @@ def test_sigterm_finishes_in_flight_reports_and_exits_130(emulator, thread_serve
 
 def test_a_closed_output_pipe_ends_the_job_with_one_line(thread_server):
     """`bulkretry retry ... | head -1`: exit 1 and a clear line, never a traceback."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkretry", "retry", "--rate", "0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli_env(thread_server),
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc = spawn_cli(["retry", "--rate", "0"], env=cli_env(thread_server))
     proc.stdin.write(b"".join(b"pipe-%d\n" % n for n in range(3000)))
     proc.stdin.close()
     proc.stdout.readline()
@@ -204,14 +181,7 @@ def test_a_signal_during_start_up_exits_130_with_a_summary_and_sends_nothing(
     """SIGTERM while the token is still being fetched: exit 130, an empty summary, no request."""
     emulator.faults = Faults(ims_script=["unavailable"] * 10)
     env = cli_env(thread_server, AEP_CLIENT_ID=API_KEY, AEP_CLIENT_SECRET=CLIENT_SECRET)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkretry", "retry", "--max-attempts", "6"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    assert proc.stdin is not None
+    proc = spawn_cli(["retry", "--max-attempts", "6"], env=env)
     proc.stdin.write(b"early-1\n")
     proc.stdin.flush()
     deadline = time.monotonic() + 20
