@@ -193,3 +193,13 @@ def test_a_signal_during_start_up_exits_130_with_a_summary_and_sends_nothing(
     [summary] = parse_lines(stdout)
     assert summary["event"] == "summary" and summary["total"] == 0
     assert emulator.stats.requests == []
+
+
+def test_dry_run_still_refuses_a_bad_url_flag():
+    """--dry-run needs no credentials, but `--base-url http://public.host` is still exit 2."""
+    result = run_cli(
+        ["retry", "--dry-run", "--base-url", "http://platform.adobe.io/x"],
+        env=cli_env(),
+        stdin=b"d-1\n",
+    )
+    assert result.code == 2 and "loopback" in result.stderr

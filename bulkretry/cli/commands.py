@@ -18,7 +18,7 @@ import orjson
 from anyio.abc import TaskStatus
 
 from bulkretry import api
-from bulkretry.config import ApiSettings, JobSettings, load_api_settings
+from bulkretry.config import ApiSettings, JobSettings, check_url, load_api_settings
 from bulkretry.discovery import ListingSettings, parse_since
 from bulkretry.errors import UsageError
 from bulkretry.outcomes import Summary
@@ -48,6 +48,10 @@ def retry(args: argparse.Namespace) -> int:
         retry_uncertain=args.retry_uncertain,
         dry_run=args.dry_run,
     )
+    if settings.dry_run:  # needs no credentials, but a flag given wrong is still wrong
+        for flag, url in (("--base-url", args.base_url), ("--ims-url", args.ims_url)):
+            if url is not None:
+                check_url(url, flag)
     api_settings = None if settings.dry_run else _api_settings(args)
     show_progress = not args.quiet and (
         args.progress if args.progress is not None else sys.stderr.isatty()
