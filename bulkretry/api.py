@@ -11,13 +11,14 @@ async with bulkretry.list_failed(api, ListingSettings(flow_ids=("...",))) as lis
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .config import ApiSettings, JobSettings
 from .discovery import Lister, ListingSettings
@@ -85,9 +86,10 @@ async def retrigger(
     """Re-trigger ``run_ids``; yields a job that gives one outcome per run ID read.
 
     Iterate the job for outcomes, or pass ``on_outcome`` to have each one handed to a
-    plain function as soon as it is known (the CLI does this: no stream in between) and
-    ``await job.wait()``. Raises ``AuthError`` before any re-trigger when no token can be
-    had, and ``JournalLockedError`` when another process holds the journal.
+    function (plain or async: an async one holds its worker back until it returns) as
+    soon as it is known, and ``await job.wait()``; the CLI does this: no stream between.
+    Raises ``AuthError`` before any re-trigger when no token can be had, and
+    ``JournalLockedError`` when another process holds the journal.
     """
     settings = settings or JobSettings()
     backoff = backoff or Backoff()
@@ -116,16 +118,9 @@ async def retrigger(
         )
         done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[Outcome](_OUT_BUFFER)
-        if on_outcome is None:
-
-            async def emit(outcome: Outcome) -> None:
-                await hand_on(send, outcome)
-        else:
+        if on_outcome is not None:
             receive.close()
-            callback = on_outcome
-
-            async def emit(outcome: Outcome) -> None:
-                callback(outcome)
+        emit = _emitter(send, on_outcome)
 
         async def run() -> None:
             async with send:
@@ -137,6 +132,25 @@ async def retrigger(
             yield RetriggerJob(None if on_outcome else receive, stopper, client, done)
             if not done.is_set() and on_outcome is None:
                 tasks.cancel_scope.cancel()  # the caller stopped iterating early
+
+
+def _emitter(
+    send: MemoryObjectSendStream[Outcome], on_outcome: Callable[[Outcome], object] | None
+) -> Callable[[Outcome], Awaitable[None]]:
+    """Where the pipeline's outcomes go: the job's stream, or the caller's handler."""
+    if on_outcome is None:
+
+        async def into_stream(outcome: Outcome) -> None:
+            await hand_on(send, outcome)
+
+        return into_stream
+
+    async def to_handler(outcome: Outcome) -> None:
+        result = on_outcome(outcome)
+        if inspect.isawaitable(result):  # an async handler may hold its worker back
+            await result
+
+    return to_handler
 
 
 @asynccontextmanager

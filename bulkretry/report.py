@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
+import anyio
+import anyio.to_thread
 import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -21,7 +23,8 @@ _REDACTED_BYTES: Final = REDACTED.encode()
 _MIN_SECRET: Final = 8
 """Shorter values are not real secrets, and scrubbing them would mangle every line."""
 BATCH: Final = 256
-"""Lines written in one go at most, when outcomes arrive faster than they are written."""
+"""Lines after which the job stops to write them out (``Report.drain``)."""
+_HARD_LIMIT: Final = 4 * BATCH
 
 
 def _head(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -76,9 +79,9 @@ class Redactor:
 class _Lines:
     """A structlog logger that collects rendered lines and writes them in batches.
 
-    structlog's ``BytesLogger`` flushes every line: one syscall per run ID. Here a batch
-    is written when ``BATCH`` lines are pending or when the job has nothing more ready
-    (``Report.flush``), so a pipe keeps streaming and memory stays flat.
+    structlog's ``BytesLogger`` flushes every line: one syscall per run ID. Here lines
+    wait in a batch; ``Report.drain`` writes it from a thread (a slow reader of stdout then
+    holds back the job, never the event loop), and ``flush`` writes it in place.
     """
 
     __slots__ = ("_out", "_pending")
@@ -89,17 +92,28 @@ class _Lines:
 
     def msg(self, message: bytes) -> None:
         self._pending.append(message)
-        if len(self._pending) >= BATCH:
-            self.flush()
+        if len(self._pending) >= _HARD_LIMIT:  # nobody drains: stay bounded all the same
+            self.write(self.take())
 
     info = warning = error = msg
 
-    def flush(self) -> None:
-        if self._pending:
-            self._pending.append(b"")
-            self._out.write(b"\n".join(self._pending))
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def take(self) -> bytes:
+        """The pending lines as one block, and an empty batch."""
+        if not self._pending:
+            return b""
+        self._pending.append(b"")
+        block = b"\n".join(self._pending)
+        self._pending.clear()
+        return block
+
+    def write(self, block: bytes) -> None:
+        if block:
+            self._out.write(block)
             self._out.flush()
-            self._pending.clear()
 
 
 class Report:
@@ -109,6 +123,7 @@ class Report:
         self.tally = Tally()
         self.redactor = Redactor(secrets)
         self._lines = _Lines(out)
+        self._writing: anyio.Lock | None = None  # made in the event loop, on first use
         self._log = structlog.wrap_logger(
             self._lines,
             processors=[
@@ -130,9 +145,22 @@ class Report:
         self.tally.add(outcome)
         self._methods[outcome.level](outcome.event, **outcome_fields(outcome))
 
+    @property
+    def backlog(self) -> bool:
+        """Whether a batch is due: the caller should ``await drain()``."""
+        return self._lines.backlog >= BATCH
+
+    async def drain(self) -> None:
+        """Write the lines rendered so far from a thread, one batch at a time, in order."""
+        block = self._lines.take()
+        if block:
+            self._writing = self._writing or anyio.Lock()  # FIFO: blocks stay in order
+            async with self._writing:
+                await anyio.to_thread.run_sync(self._lines.write, block)
+
     def flush(self) -> None:
-        """Write the lines rendered so far; call it when no outcome is ready."""
-        self._lines.flush()
+        """Write the lines rendered so far, here and now (end of job, exiting at once)."""
+        self._lines.write(self._lines.take())
 
     def summary(self, elapsed_s: float) -> Summary:
         """The last line: counts over everything written."""
@@ -141,3 +169,10 @@ class Report:
         self._log.info(summary.event, **fields)
         self.flush()
         return summary
+
+    async def finish(self, elapsed_s: float) -> Summary:
+        """The summary, after every batch still being written from a thread is out."""
+        await self.drain()
+        self._writing = self._writing or anyio.Lock()
+        async with self._writing:
+            return self.summary(elapsed_s)

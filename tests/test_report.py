@@ -1,9 +1,12 @@
 import io
 
 import orjson
+import pytest
 
 from bulkretry.outcomes import Failed, Retriggered, Skipped
 from bulkretry.report import BATCH, REDACTED, Report
+
+pytestmark = pytest.mark.anyio
 
 
 def lines(buffer: io.BytesIO):
@@ -53,15 +56,34 @@ def test_lines_have_the_common_fields_first_and_exact_contents():
 
 
 def test_output_is_written_in_bounded_batches():
-    """Lines are held back at most BATCH at a time, so memory stays flat on long jobs."""
+    """Lines wait in a batch that asks to be drained at BATCH and never grows past 4 x BATCH."""
     out = io.BytesIO()
     report = Report(out)
-    for n in range(BATCH * 3 + 5):
+    for n in range(BATCH - 1):
         report.outcome(Skipped(f"r{n}", "duplicate"))
-        assert len(report._lines._pending) < BATCH  # noqa: SLF001 - the bound is the point
-    assert len(lines(out)) == BATCH * 3
+    assert not report.backlog
+    report.outcome(Skipped("due", "duplicate"))
+    assert report.backlog
+    for n in range(BATCH * 4):
+        report.outcome(Skipped(f"s{n}", "duplicate"))
+        assert len(report._lines._pending) < BATCH * 4  # noqa: SLF001 - the bound is the point
+    assert len(lines(out)) == BATCH * 4
     report.flush()
-    assert len(lines(out)) == BATCH * 3 + 5
+    assert len(lines(out)) == BATCH * 5
+
+
+async def test_drained_batches_keep_their_order_and_the_summary_comes_last():
+    """Batches written from threads arrive in order, and finish() writes the summary last."""
+    out = io.BytesIO()
+    report = Report(out)
+    for n in range(BATCH * 2 + 7):
+        report.outcome(Skipped(f"r{n}", "duplicate"))
+        if report.backlog:
+            await report.drain()
+    summary = await report.finish(0.5)
+    written = lines(out)
+    assert [line["run_id"] for line in written[:-1]] == [f"r{n}" for n in range(BATCH * 2 + 7)]
+    assert written[-1]["event"] == "summary" and summary.total == BATCH * 2 + 7
 
 
 def test_known_secrets_are_scrubbed_from_every_field():

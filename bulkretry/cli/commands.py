@@ -21,7 +21,7 @@ from bulkretry import api
 from bulkretry.config import ApiSettings, JobSettings, check_url, load_api_settings
 from bulkretry.discovery import ListingSettings, parse_since
 from bulkretry.errors import UsageError
-from bulkretry.outcomes import Summary
+from bulkretry.outcomes import Outcome, Summary
 from bulkretry.report import Report
 from bulkretry.sources import InputFiles
 
@@ -80,7 +80,14 @@ async def _retry_job(
 ) -> tuple[int, Summary]:
     started = time.monotonic()
     report = Report(out)
-    on_outcome = report.outcome if progress is None else progress.wrap(report)
+
+    async def on_outcome(outcome: Outcome) -> None:
+        report.outcome(outcome)
+        if progress is not None:
+            progress.advance(report.tally)
+        if report.backlog:
+            await report.drain()  # a slow reader holds this worker back, not the event loop
+
     signals = _Signals(report)
     failure = None
     async with anyio.create_task_group() as background:
@@ -97,7 +104,7 @@ async def _retry_job(
                 background.start_soon(_flush_often, report)
                 await job.wait()
                 failure = job.failure
-        summary = report.summary(time.monotonic() - started)  # still listening meanwhile
+        summary = await report.finish(time.monotonic() - started)  # still listening meanwhile
         background.cancel_scope.cancel()
     if failure is not None:
         say(f"error: {failure}")
@@ -111,7 +118,7 @@ async def _flush_often(report: Report) -> None:
     """Lines reach a pipe within a tenth of a second, even when outcomes trickle in."""
     while True:
         await anyio.sleep(FLUSH_INTERVAL)
-        report.flush()
+        await report.drain()
 
 
 class _Signals:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -11,8 +11,7 @@ import anyio
 import anyio.to_thread
 from tqdm import tqdm
 
-from bulkretry.outcomes import Outcome, Tally
-from bulkretry.report import Report
+from bulkretry.outcomes import Tally
 
 COUNT_LIMIT: Final = 256 * 1024 * 1024
 """Count input lines for done/total only up to this many bytes; beyond, show a rate alone."""
@@ -58,15 +57,6 @@ class Progress:
             smoothing=0.05,
             leave=False,
         )
-
-    def wrap(self, report: Report) -> Callable[[Outcome], None]:
-        """An outcome handler that reports, then advances the line."""
-
-        def handle(outcome: Outcome) -> None:
-            report.outcome(outcome)
-            self.advance(report.tally)
-
-        return handle
 
     async def count(self) -> None:
         """Count the input's lines in a thread, then show done/total."""
