@@ -22,6 +22,7 @@ from .errors import (
     ConnectionLostError,
     JournalError,
     JournalLockedError,
+    OutputError,
     TransportError,
     UsageError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Lister",
     "ListingSettings",
     "Outcome",
+    "OutputError",
     "Planned",
     "RetriggerJob",
     "Retriggered",

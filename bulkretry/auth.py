@@ -40,6 +40,9 @@ class TokenSource(Protocol):
     async def refresh(self, stale: str) -> str:
         """A token other than ``stale``, fetching one if nobody has yet."""
 
+    def forget(self, stale: str) -> None:
+        """Drop ``stale`` after a 401, so that the next ``token()`` is a new one."""
+
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this source knows, for output redaction."""
 
@@ -55,6 +58,9 @@ class StaticToken:
     async def token(self) -> str:
         """The token, as given."""
         return self._token.reveal()
+
+    def forget(self, stale: str) -> None:
+        """A static token cannot be replaced: nothing to forget."""
 
     async def refresh(self, stale: str) -> str:  # noqa: ARG002 - part of the protocol
         """A static token cannot be refreshed: the same one comes back."""
@@ -108,6 +114,15 @@ class ImsTokens:
         ):
             return current.reveal()  # fresh, or still valid while another task refreshes it
         return await self._renew(current, self._fetches, refused=False)
+
+    def forget(self, stale: str) -> None:
+        """A 401 refused ``stale``: never hand it out again; the next ``token()`` fetches.
+
+        Nothing is fetched here, so a refusal that will not be retried costs no IMS call.
+        """
+        current = self._token
+        if current is not None and current.reveal() == stale:
+            self._refresh_at = self._expires_at = -math.inf
 
     async def refresh(self, stale: str) -> str:
         """Replace ``stale`` after a 401, unless another worker already did."""

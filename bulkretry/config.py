@@ -115,7 +115,7 @@ def load_api_settings(
     sandbox: str | None = None,
 ) -> ApiSettings:
     """Resolve the API configuration, or raise ``UsageError`` saying what to set."""
-    env = {name: _clean(name, value) for name, value in env.items() if name.startswith("AEP_")}
+    env = {name: _clean(name, env[name]) for name in _VARIABLES if name in env}
     base_url, ims_url, org, sandbox = (
         _clean(flag, value) if value is not None else None
         for flag, value in (
@@ -173,6 +173,21 @@ def _credentials(
             "or AEP_ACCESS_TOKEN"
         )
     return Secret(token)
+
+
+_VARIABLES: Final = (
+    "AEP_FLOW_SERVICE_URL",
+    "AEP_ACCESS_TOKEN",
+    "AEP_CLIENT_ID",
+    "AEP_CLIENT_SECRET",
+    "AEP_CLIENT_SECRET_FILE",
+    "AEP_SCOPES",
+    "AEP_IMS_TOKEN_URL",
+    "AEP_API_KEY",
+    "AEP_ORG_ID",
+    "AEP_SANDBOX_NAME",
+)
+"""The environment bulkretry reads; others (an old AEP_PRIVATE_KEY, say) are left alone."""
 
 
 def _clean(name: str, value: str) -> str:

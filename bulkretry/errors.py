@@ -4,6 +4,7 @@
     ├── UsageError              bad flags, environment or input files: exit 2, nothing sent
     ├── JournalLockedError      another process holds the journal: exit 2
     ├── JournalError            the journal cannot be written: the job stops, exit 1
+    ├── OutputError             the JSON lines cannot be written (disk full): exit 1
     ├── AuthError               IMS refused the credentials or cannot be reached: exit 2
     ├── TransportError          the HTTP exchange did not complete
     │   ├── ConnectError        never reached the server: certainly not applied
@@ -30,6 +31,10 @@ class JournalLockedError(BulkRetryError):
 
 class JournalError(BulkRetryError):
     """A journal record could not be written, so no further request may be sent."""
+
+
+class OutputError(BulkRetryError):
+    """The JSON lines could not be written; what was sent is in the journal, if any."""
 
 
 class AuthError(BulkRetryError):

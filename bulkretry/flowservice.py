@@ -125,9 +125,9 @@ class FlowService:
         token = await self._tokens.token()
         status, body, headers = await self._send(method, url, params, token)
         if status == 401 and self._tokens.refreshable:
-            # Replace the refused token now (single-flight); the caller decides whether to send
-            # again, so the resend passes the rate limit and counts as an attempt.
-            await self._tokens.refresh(token)
+            # Drop the refused token; a new one is fetched (single-flight) only if the caller
+            # sends again, through the rate limit, as an attempt of its own.
+            self._tokens.forget(token)
         return status, body, headers
 
     def _api_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> APIError:

@@ -195,7 +195,7 @@ class Pipeline:
         )
         last: Outcome | None = None
         while True:
-            if not await self._admit():
+            if self._fatal is None and not await self._admit():  # a tripped breaker: no wait
                 return last or Skipped(run_id, "interrupted")
             if self._fatal is not None:
                 return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)
@@ -206,7 +206,7 @@ class Pipeline:
                 accepted = await self._client.retrigger(run_id)
             except BulkRetryError as error:
                 verdict, step, floor = attempts.after(error)
-                outcome = self._judge(run_id, error, verdict, attempts.made)
+                outcome = self._judge(run_id, error, verdict, attempts)
             else:
                 self._admission.slowdown.succeeded()
                 self._refusals = 0
@@ -252,9 +252,13 @@ class Pipeline:
         return not scope.cancelled_caught
 
     def _judge(
-        self, run_id: str, error: BulkRetryError, verdict: Verdict, attempts: int
+        self, run_id: str, error: BulkRetryError, verdict: Verdict, attempts: Attempts
     ) -> Failed | Uncertain:
-        """The outcome of a failed attempt; also tells the slow-down and the breaker."""
+        """The outcome of a failed attempt; also tells the slow-down and the breaker.
+
+        Once any attempt may have been applied, the run is ``uncertain`` to the end: a later
+        safe failure must not turn it into "failed", which a resume would send again.
+        """
         status = error.status if isinstance(error, APIError) else None
         text = str(error)
         if verdict is Verdict.RETRY:
@@ -266,11 +270,11 @@ class Pipeline:
                 text += f" (asked to wait {retry_after:.0f}s, {limit})"
         elif verdict is not Verdict.REAUTH:
             self._admission.slowdown.succeeded()
-        if verdict is Verdict.UNCERTAIN:
-            return Uncertain(run_id, status, text, attempts)
         if verdict is Verdict.FAILED:
             self._count_refusal(_refuses_the_job(error), text)
-        return Failed(run_id, status, text, attempts)
+        if attempts.uncertain:
+            return Uncertain(run_id, status, text, attempts.made)
+        return Failed(run_id, status, text, attempts.made)
 
     def _count_refusal(self, job_wide: bool, text: str) -> None:  # noqa: FBT001 - a fact, not a flag
         """Trip the breaker after repeated refusals of the caller: the rest would be refused too."""

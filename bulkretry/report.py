@@ -17,6 +17,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from .config import REDACTED, scrub
+from .errors import OutputError
 from .outcomes import Outcome, Summary, Tally, outcome_fields
 
 _REDACTED_BYTES: Final = REDACTED.encode()
@@ -112,8 +113,15 @@ class _Lines:
 
     def write(self, block: bytes) -> None:
         if block:
-            self._out.write(block)
-            self._out.flush()
+            try:
+                view = memoryview(block)
+                while view:  # an unbuffered file may take a block in several writes
+                    view = view[self._out.write(view) or len(view) :]
+                self._out.flush()
+            except BrokenPipeError:
+                raise  # the reader left: the CLI says so in its own words
+            except OSError as exc:
+                raise OutputError(f"cannot write the JSON lines: {exc.strerror}") from exc
 
 
 class Report:

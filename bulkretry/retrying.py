@@ -106,13 +106,18 @@ class Attempts:
     retry_uncertain: bool = False
     made: int = 0
     reauthorized: bool = False
+    uncertain: bool = False  # some attempt may have been applied: the end can never be "failed"
 
     def after(self, error: BulkRetryError) -> tuple[Verdict, Step, float]:
         """The verdict on ``error``, the next step, and the least wait before it."""
         verdict = classify(error, refreshable=self.refreshable and not self.reauthorized)
         if verdict is Verdict.REAUTH:
             self.reauthorized = True
+            if self.made >= self.limit:
+                return Verdict.FAILED, Step.STOP, 0.0
             return verdict, Step.AGAIN_NOW, 0.0
+        if verdict is Verdict.UNCERTAIN:
+            self.uncertain = True
         retry_after = error.retry_after if isinstance(error, APIError) else None
         again = verdict is Verdict.RETRY or (verdict is Verdict.UNCERTAIN and self.retry_uncertain)
         if not again or self.made >= self.limit or (retry_after or 0.0) > MAX_RETRY_AFTER:

@@ -186,3 +186,20 @@ async def test_an_hours_long_retry_after_ends_the_retries(emulator, api_settings
     assert isinstance(outcome, Failed) and outcome.attempts == 1
     assert "asked to wait 3600s, over the 300s limit" in outcome.error
     assert emulator.stats.retriggers == {}
+
+
+async def test_once_maybe_applied_a_run_stays_uncertain(emulator, api_settings):
+    """--retry-uncertain: a 500 then throttling to the limit ends uncertain, never failed."""
+    emulator.faults = Faults(retry_after=0, script={"m-1": ["error_after", "throttle", "throttle"]})
+    [outcome] = await collect(["m-1"], api_settings, retry_uncertain=True, max_attempts=3)
+    assert isinstance(outcome, Uncertain) and outcome.attempts == 3
+    assert outcome.status == 429
+
+
+async def test_after_the_breaker_trips_the_rest_fail_without_waiting(emulator, api_settings):
+    """After three refusals stop the job, the other IDs get their lines at once, not at --rate."""
+    wrong = replace(api_settings, org_id="WRONG@AdobeOrg")
+    with anyio.fail_after(5):  # 30 IDs at rate 2 would take 15 s if each waited for a slot
+        outcomes = await collect([f"b{n}" for n in range(30)], wrong, rate=2, concurrency=1)
+    assert len(emulator.stats.requests) == 3
+    assert sum(o.attempts == 0 for o in outcomes) == 27

@@ -1,6 +1,7 @@
 """The installed command, run through its entry point as users and schedulers run it."""
 
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -203,3 +204,23 @@ def test_dry_run_still_refuses_a_bad_url_flag():
         stdin=b"d-1\n",
     )
     assert result.code == 2 and "loopback" in result.stderr
+
+
+def test_a_full_output_disk_is_one_line_and_exit_1(thread_server):
+    """Writing the JSON lines to a full disk (/dev/full): exit 1 and a clear line, no traceback."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    result = run_cli(
+        ["retry", "--rate", "0", "--output", "/dev/full"],
+        env=cli_env(thread_server),
+        stdin=b"x-1\n",
+    )
+    assert result.code == 1
+    assert "cannot write the JSON lines" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unrelated_aep_variables_are_left_alone(thread_server):
+    """A multi-line AEP_* variable bulkretry does not read (an old PEM key) is no error."""
+    env = cli_env(thread_server, AEP_PRIVATE_KEY="-----BEGIN-----\nabc\n-----END-----")
+    assert run_cli(["retry", "--rate", "0"], env=env, stdin=b"pem-1\n").code == 0

@@ -79,9 +79,9 @@ def test_attempts_follow_the_table_and_the_limit():
     assert Attempts(3, refreshable=False, made=1).after(APIError(404, None, "no"))[1] is Step.STOP
 
 
-def test_a_401_with_oauth_goes_again_once_even_at_the_limit():
-    """A renewed token earns one more send at once; a second 401 is final."""
-    attempts = Attempts(limit=1, refreshable=True, made=1)
+def test_a_401_with_oauth_goes_again_once_within_the_limit():
+    """A renewed token earns one more send at once; a second 401, or no attempt left, is final."""
+    attempts = Attempts(limit=3, refreshable=True, made=1)
     assert attempts.after(APIError(401, "401013", "expired")) == (
         Verdict.REAUTH,
         Step.AGAIN_NOW,
@@ -89,6 +89,8 @@ def test_a_401_with_oauth_goes_again_once_even_at_the_limit():
     )
     attempts.made += 1
     assert attempts.after(APIError(401, "401013", "expired"))[:2] == (Verdict.FAILED, Step.STOP)
+    last = Attempts(limit=1, refreshable=True, made=1)
+    assert last.after(APIError(401, "401013", "expired"))[:2] == (Verdict.FAILED, Step.STOP)
 
 
 def test_retry_uncertain_and_overlong_retry_after():

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bulkretry.errors import BulkRetryError
+from bulkretry.errors import BulkRetryError, OutputError
 
 from .console import EXIT_PROBLEMS, EXIT_STOPPED, EXIT_USAGE, error
 from .parser import build_parser
@@ -35,6 +35,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _exit_status(exc: BaseException) -> int:
     """One line on stderr and a status for the errors we expect; re-raise anything else."""
     leaf = _first_leaf(exc)
+    if isinstance(leaf, OutputError):  # the job ran: not a usage error
+        error(f"{leaf} (with --journal, rerun to resume)")
+        return EXIT_PROBLEMS
     if isinstance(leaf, BulkRetryError):
         error(str(leaf))
         return EXIT_USAGE

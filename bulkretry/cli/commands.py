@@ -237,12 +237,16 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
 
 
 def _open_output(path: Path | None) -> BinaryIO:
-    """stdout, or ``path`` truncated like ``>`` and then appended to one line per write."""
+    """Stdout, or ``path`` truncated like ``>`` and then appended to.
+
+    Unbuffered: the report batches lines itself, and nothing is left in a buffer to fail
+    again at close.
+    """
     if path is None:
-        return open(os.dup(sys.stdout.fileno()), "wb")  # noqa: PTH123 - wraps a descriptor; closed by the caller
+        return open(os.dup(sys.stdout.fileno()), "wb", buffering=0)  # noqa: PTH123 - wraps a descriptor; closed by the caller
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
     try:
-        return open(os.open(path, flags, 0o644), "wb")  # noqa: PTH123 - wraps a descriptor; closed by the caller
+        return open(os.open(path, flags, 0o644), "wb", buffering=0)  # noqa: PTH123 - wraps a descriptor; closed by the caller
     except OSError as exc:
         raise UsageError(f"cannot write --output {path}: {exc.strerror}") from None
 
