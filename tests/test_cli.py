@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 import bulkretry
-from bulkretry.emulator import Faults
+from bulkretry.emulator import Faults, Run
 
 from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines, run_cli, spawn_cli
 
@@ -224,3 +224,18 @@ def test_unrelated_aep_variables_are_left_alone(thread_server):
     """A multi-line AEP_* variable bulkretry does not read (an old PEM key) is no error."""
     env = cli_env(thread_server, AEP_PRIVATE_KEY="-----BEGIN-----\nabc\n-----END-----")
     assert run_cli(["retry", "--rate", "0"], env=env, stdin=b"pem-1\n").code == 0
+
+
+def test_sigterm_stops_a_listing_with_130_and_keeps_its_lines(emulator, thread_server):
+    """`bulkretry failed` on SIGTERM: exit 130, every line already written is whole JSON."""
+    for n in range(500):
+        emulator.add_run(Run(id=f"lf-{n}", flow_id="flow-t"))
+    emulator.faults = Faults(latency=0.5)  # five pages: 2.5 s of listing to interrupt
+    proc = spawn_cli(["failed", "--flow-id", "flow-t", "--rate", "0"], env=cli_env(thread_server))
+    deadline = time.monotonic() + 20
+    while not emulator.stats.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.terminate()
+    stdout, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert all(line["flow_id"] == "flow-t" for line in parse_lines(stdout))

@@ -182,6 +182,7 @@ def _closing_line(summary: Summary, args: argparse.Namespace, code: int) -> str:
 
 def failed(args: argparse.Namespace) -> int:
     """``bulkretry failed``: list the retryable runs of some dataflows."""
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: exit 130, lines so far kept
     setup_diagnostics(args.log_level)
     settings = ListingSettings(
         flow_ids=tuple(args.flow_ids),
