@@ -216,7 +216,7 @@ class Lister:
 
 def _describe(error: BulkRetryError) -> str:
     text = str(error)
-    if isinstance(error, APIError) and not text.startswith("HTTP "):
+    if isinstance(error, APIError) and error.status >= 300 and not text.startswith("HTTP "):
         text = f"HTTP {error.status} {text}"
     return text
 
