@@ -6,7 +6,7 @@ user's own structlog setup is left alone, and two jobs in one process do not col
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
@@ -16,7 +16,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from .config import REDACTED, scrub
+from .config import REDACTED
 from .errors import OutputError
 from .outcomes import Outcome, Summary, Tally, outcome_fields
 
@@ -51,17 +51,6 @@ class Redactor:
         """Scrub these secrets too (a job's tokens become known only once it starts)."""
         before = self._secrets
         self._secrets = lambda: (*before(), *secrets())
-
-    def __call__(
-        self, _: WrappedLogger, __: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        """As a processor before rendering: scrub every string field of an event."""
-        secrets = [s for s in self._secrets() if len(s) >= _MIN_SECRET]
-        if secrets:
-            for key, value in event_dict.items():
-                if isinstance(value, str):
-                    event_dict[key] = scrub(value, secrets)
-        return event_dict
 
     def rendered(self, _: WrappedLogger, __: str, line: Any) -> Any:  # noqa: ANN401
         """Scrub a rendered JSON line: one substring search per secret, at C speed.
