@@ -11,10 +11,9 @@ The CLI is built on this API; use it directly to re-trigger from Python::
 
 from importlib import metadata as _metadata
 
-from .api import RetriggerJob, list_failed, retrigger
-from .config import ApiSettings, ClientCredentials, JobSettings, Secret, load_api_settings
-from .discovery import Lister, ListingSettings, RunRecord
-from .errors import (
+from ._api import RetriggerJob, list_failed, retrigger
+from ._discovery import Lister, ListingSettings, RunRecord
+from ._errors import (
     APIError,
     AuthError,
     BulkRetryError,
@@ -26,7 +25,9 @@ from .errors import (
     TransportError,
     UsageError,
 )
-from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Summary, Uncertain
+from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Summary, Uncertain
+from ._settings import ApiSettings, ClientCredentials, JobSettings, load_api_settings
+from ._text import Secret
 
 try:
     __version__ = _metadata.version("bulkretry")

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from bulkretry import Retriggered
-from bulkretry.admission import Admission, Pace, Slowdown
+from bulkretry._admission import Admission, Pace, Slowdown
 from bulkretry.emulator import Faults
 
 from .test_api import collect

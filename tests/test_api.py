@@ -7,8 +7,8 @@ import pytest
 
 import bulkretry
 from bulkretry import Failed, JobSettings, Planned, Retriggered, Skipped, Uncertain
+from bulkretry._attempts import Backoff
 from bulkretry.emulator import Faults, Run
-from bulkretry.retrying import Backoff
 
 from .conftest import API_KEY, ORG, TOKEN
 

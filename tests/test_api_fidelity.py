@@ -36,11 +36,11 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 import bulkretry
 from bulkretry import ClientCredentials, JobSettings, Retriggered, Secret
-from bulkretry.discovery import ListingSettings, parse_since
+from bulkretry._attempts import Backoff
+from bulkretry._discovery import ListingSettings, parse_since
+from bulkretry._flowservice import HINTS, RETRIGGER_OP, error_words
 from bulkretry.emulator import Faults, Run
 from bulkretry.emulator.model import RecordedRequest
-from bulkretry.flowservice import HINTS, RETRIGGER_OP, error_words
-from bulkretry.retrying import Backoff
 
 from .conftest import API_KEY, CLIENT_SECRET, ORG, TOKEN, cli_env, run_cli
 

@@ -22,12 +22,12 @@ from aiohttp import web
 
 import bulkretry
 from bulkretry import ApiSettings, AuthError, ClientCredentials, JobSettings, Retriggered, Secret
-from bulkretry.auth import ImsTokens, StaticToken
-from bulkretry.config import DEFAULT_SCOPES, check_url, load_api_settings
+from bulkretry._attempts import Backoff
+from bulkretry._auth import ImsTokens, StaticToken
+from bulkretry._errors import UsageError
+from bulkretry._flowservice import FlowService, resolve
+from bulkretry._settings import DEFAULT_SCOPES, check_url, load_api_settings
 from bulkretry.emulator import Emulator, Faults, Server, serve
-from bulkretry.errors import UsageError
-from bulkretry.flowservice import FlowService, resolve
-from bulkretry.retrying import Backoff
 
 from .conftest import API_KEY, CLIENT_SECRET, ORG, TOKEN, cli_env, make_emulator, run_cli
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry.dedup import SeenIds
+from bulkretry._dedup import SeenIds
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), max_size=300))

@@ -8,12 +8,12 @@ import anyio
 import pytest
 
 import bulkretry
-from bulkretry.auth import StaticToken
-from bulkretry.config import Secret
-from bulkretry.discovery import Lister, ListingSettings, parse_since, retryable
+from bulkretry import Secret
+from bulkretry._attempts import Backoff
+from bulkretry._auth import StaticToken
+from bulkretry._discovery import Lister, ListingSettings, parse_since, retryable
+from bulkretry._errors import UsageError
 from bulkretry.emulator import Faults, Run
-from bulkretry.errors import UsageError
-from bulkretry.retrying import Backoff
 
 from .conftest import cli_env, parse_lines, run_cli
 

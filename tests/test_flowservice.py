@@ -9,8 +9,8 @@ from aiohttp import web
 
 import bulkretry
 from bulkretry import ApiSettings, Failed, JobSettings, Retriggered, Secret
-from bulkretry.flowservice import resolve
-from bulkretry.retrying import Backoff
+from bulkretry._attempts import Backoff
+from bulkretry._flowservice import resolve
 
 pytestmark = pytest.mark.anyio
 

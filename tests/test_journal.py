@@ -20,9 +20,9 @@ from bulkretry import (
     Skipped,
     Uncertain,
 )
+from bulkretry._attempts import Backoff
+from bulkretry._journal import Journal, Record, read_journal
 from bulkretry.emulator import Faults
-from bulkretry.journal import Journal, Record, read_journal
-from bulkretry.retrying import Backoff
 
 from .conftest import cli_env, parse_lines, run_cli
 

@@ -3,8 +3,8 @@ import io
 import orjson
 import pytest
 
-from bulkretry.outcomes import Failed, Retriggered, Skipped
-from bulkretry.report import BATCH, REDACTED, Report
+from bulkretry._outcomes import Failed, Retriggered, Skipped
+from bulkretry._report import BATCH, REDACTED, Report
 
 pytestmark = pytest.mark.anyio
 

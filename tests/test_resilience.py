@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from bulkretry import Failed, Retriggered, Uncertain
+from bulkretry._journal import read_journal
+from bulkretry._text import EXCERPT
 from bulkretry.emulator import Faults
-from bulkretry.journal import read_journal
-from bulkretry.sources import EXCERPT
 
 from .conftest import cli_env, run_cli
 from .test_api import collect

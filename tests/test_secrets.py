@@ -17,10 +17,11 @@ import orjson
 import pytest
 
 from bulkretry import ApiSettings, AuthError, Failed, Secret, UsageError
-from bulkretry.auth import StaticToken
-from bulkretry.config import check_url, load_api_settings
+from bulkretry._auth import StaticToken
+from bulkretry._report import Redactor, Report
+from bulkretry._settings import check_url, load_api_settings
+from bulkretry._text import REDACTED
 from bulkretry.emulator import Emulator, Faults, Run, serve_in_thread
-from bulkretry.report import REDACTED, Redactor, Report
 
 from .conftest import API_KEY, CLIENT_SECRET, ORG, TOKEN, CliResult, cli_env, make_emulator, run_cli
 from .test_auth import (

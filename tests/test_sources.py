@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry.errors import UsageError
-from bulkretry.outcomes import Skipped
-from bulkretry.sources import MAX_LINE, InputFiles, LineSplitter, Overlong, excerpt, parse_line
+from bulkretry._errors import UsageError
+from bulkretry._outcomes import Skipped
+from bulkretry._sources import MAX_LINE, InputFiles, LineSplitter, Overlong, parse_line
+from bulkretry._text import excerpt
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bulkretry.errors import BulkRetryError, OutputError
+from bulkretry._errors import BulkRetryError, OutputError
 
 from .console import EXIT_PROBLEMS, EXIT_STOPPED, EXIT_USAGE, error
 from .parser import build_parser

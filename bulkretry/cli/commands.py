@@ -17,13 +17,13 @@ import anyio
 import orjson
 from anyio.abc import TaskStatus
 
-from bulkretry import api
-from bulkretry.config import ApiSettings, JobSettings, check_url, load_api_settings
-from bulkretry.discovery import ListingSettings, parse_since
-from bulkretry.errors import UsageError
-from bulkretry.outcomes import Outcome, Summary
-from bulkretry.report import Report
-from bulkretry.sources import InputFiles
+from bulkretry import _api as api
+from bulkretry._discovery import ListingSettings, parse_since
+from bulkretry._errors import UsageError
+from bulkretry._outcomes import Outcome, Summary
+from bulkretry._report import Report
+from bulkretry._settings import ApiSettings, JobSettings, check_url, load_api_settings
+from bulkretry._sources import InputFiles
 
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
 

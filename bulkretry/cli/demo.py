@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from bulkretry import api
-from bulkretry.config import ApiSettings, JobSettings, Secret
+from bulkretry import _api as api
+from bulkretry._report import Report
+from bulkretry._settings import ApiSettings, JobSettings
+from bulkretry._sources import InputFiles
+from bulkretry._text import Secret
 from bulkretry.emulator import Emulator, serve
-from bulkretry.report import Report
-from bulkretry.sources import InputFiles
 
 _ORG: Final = "DEMO0000000000000000000@AdobeOrg"
 _API_KEY: Final = "demo-client-id"

@@ -11,7 +11,7 @@ import anyio
 import anyio.to_thread
 from tqdm import tqdm
 
-from bulkretry.outcomes import Tally
+from bulkretry._outcomes import Tally
 
 COUNT_LIMIT: Final = 256 * 1024 * 1024
 """Count input lines for done/total only up to this many bytes; beyond, show a rate alone."""

@@ -21,16 +21,15 @@ import anyio.from_thread
 import anyio.lowlevel
 import orjson
 
-from .errors import UsageError
-from .outcomes import Skipped
+from ._errors import UsageError
+from ._outcomes import Skipped
+from ._text import EXCERPT, excerpt
 
 MAX_LINE: Final = 64 * 1024
 """Bytes a line may have; longer ones are skipped as invalid without being buffered."""
 
 _CHUNK: Final = 64 * 1024
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
-EXCERPT: Final = 200
-"""Characters of an invalid line shown in its ``skipped`` line."""
 _RULE: Final = "a run ID is 1-128 characters of A-Z a-z 0-9 - _"
 
 
@@ -67,17 +66,6 @@ def _from_json(text: str) -> str | Skipped:
 
 def _invalid(text: str, detail: str) -> Skipped:
     return Skipped(run_id=excerpt(text), reason="invalid", detail=detail)
-
-
-def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """Untrusted text made safe to show anywhere: printable ASCII, cut at ``limit`` characters.
-
-    The default is long enough that an ID one character too long comes back whole.
-    """
-    shown = text[:limit]
-    if not (shown.isascii() and shown.isprintable()):
-        shown = ascii(shown)[1:-1]
-    return shown + "..." if len(text) > limit else shown
 
 
 @dataclass(frozen=True, slots=True)

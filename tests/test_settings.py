@@ -1,6 +1,7 @@
 import pytest
 
-from bulkretry.config import (
+from bulkretry._errors import UsageError
+from bulkretry._settings import (
     DEFAULT_BASE_URL,
     DEFAULT_SCOPES,
     ClientCredentials,
@@ -9,7 +10,6 @@ from bulkretry.config import (
     check_url,
     load_api_settings,
 )
-from bulkretry.errors import UsageError
 
 BASE = {"AEP_ORG_ID": "ORG@AdobeOrg", "AEP_ACCESS_TOKEN": "tok-secret", "AEP_API_KEY": "key"}
 

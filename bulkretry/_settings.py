@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from .errors import UsageError
+from ._errors import UsageError
+from ._text import Secret
 
 DEFAULT_BASE_URL: Final = "https://platform.adobe.io/data/foundation/flowservice"
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
@@ -23,41 +24,6 @@ DEFAULT_SCOPES: Final = (
     "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 )
 DEFAULT_SANDBOX: Final = "prod"
-
-
-REDACTED: Final = "[REDACTED]"
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every (non-empty) secret in it replaced by ``REDACTED``."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-class Secret:
-    """A string that never shows itself in a ``repr``, ``str`` or f-string."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The real value, for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)

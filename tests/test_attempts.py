@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry.errors import APIError, ConnectError, ConnectionLostError, UsageError
-from bulkretry.retrying import Attempts, Backoff, Step, Verdict, classify, parse_retry_after
+from bulkretry._attempts import Attempts, Backoff, Step, Verdict, classify, parse_retry_after
+from bulkretry._errors import APIError, ConnectError, ConnectionLostError, UsageError
 
 
 @pytest.mark.parametrize(

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .config import ApiSettings, JobSettings
-from .discovery import Lister, ListingSettings
-from .journal import Journal, read_journal
-from .outcomes import Outcome, Skipped
-from .pipeline import Pipeline, Stopper, hand_on
-from .retrying import Backoff
+from ._attempts import Backoff
+from ._discovery import Lister, ListingSettings
+from ._journal import Journal, read_journal
+from ._outcomes import Outcome, Skipped
+from ._pipeline import Pipeline, Stopper, hand_on
+from ._settings import ApiSettings, JobSettings
 
 if TYPE_CHECKING:
-    from .flowservice import FlowService
+    from ._flowservice import FlowService
 
 _OUT_BUFFER = 256
 _log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ async def retrigger(
             _log.info("journal %s: %d run IDs recorded earlier", settings.journal, len(previous))
         client = None
         if not settings.dry_run:
-            from .flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - a dry run never loads aiohttp
+            from ._flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - a dry run never loads aiohttp
 
             if api is None:
                 raise ValueError("api settings are required unless dry_run is set")
@@ -158,7 +158,7 @@ async def list_failed(
     api: ApiSettings, settings: ListingSettings, *, backoff: Backoff | None = None
 ) -> AsyncIterator[Lister]:
     """A lister over the flows in ``settings``; iterate ``lister.records()`` for retryable runs."""
-    from .flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - see retrigger
+    from ._flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - see retrigger
 
     backoff = backoff or Backoff()
     concurrency = max(2, min(len(settings.flow_ids), 32))

@@ -16,9 +16,9 @@ import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from .config import REDACTED
-from .errors import OutputError
-from .outcomes import Outcome, Summary, Tally, outcome_fields
+from ._errors import OutputError
+from ._outcomes import Outcome, Summary, Tally, outcome_fields
+from ._text import REDACTED
 
 _REDACTED_BYTES: Final = REDACTED.encode()
 _MIN_SECRET: Final = 8

@@ -20,8 +20,8 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from .errors import JournalError, JournalLockedError, UsageError
-from .outcomes import Failed, Retriggered, Uncertain
+from ._errors import JournalError, JournalLockedError, UsageError
+from ._outcomes import Failed, Retriggered, Uncertain
 
 State = Literal["intent", "retriggered", "failed", "uncertain"]
 

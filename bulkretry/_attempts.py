@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from .errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
+from ._errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
 
 _SAFE_STATUSES: Final = frozenset({429, 503})
 MAX_RETRY_AFTER: Final = 300.0

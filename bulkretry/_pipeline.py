@@ -24,17 +24,17 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .admission import Admission
-from .config import JobSettings
-from .dedup import SeenIds
-from .errors import APIError, AuthError, BulkRetryError, JournalError
-from .journal import Journal, Record
-from .outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
-from .retrying import MAX_RETRY_AFTER, Attempts, Backoff, Step, Verdict
-from .sources import check_run_id
+from ._admission import Admission
+from ._attempts import MAX_RETRY_AFTER, Attempts, Backoff, Step, Verdict
+from ._dedup import SeenIds
+from ._errors import APIError, AuthError, BulkRetryError, JournalError
+from ._journal import Journal, Record
+from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
+from ._settings import JobSettings
+from ._sources import check_run_id
 
 if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
-    from .flowservice import FlowService
+    from ._flowservice import FlowService
 
 _log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ import aiohttp
 import anyio
 import orjson
 
-from .config import ClientCredentials, Secret, scrub
-from .errors import AuthError
-from .retrying import Backoff, parse_retry_after
+from ._attempts import Backoff, parse_retry_after
+from ._errors import AuthError
+from ._settings import ClientCredentials
+from ._text import Secret, scrub
 
 _USUAL_LIFETIME: Final = 86400.0
 _MARGIN_MAX: Final = 300.0

@@ -18,11 +18,11 @@ import aiohttp
 import orjson
 import yarl
 
-from .auth import ImsTokens, StaticToken, TokenSource
-from .config import ApiSettings, ClientCredentials, scrub
-from .errors import APIError, ConnectError, ConnectionLostError, TransportError
-from .retrying import Backoff, parse_retry_after
-from .sources import excerpt
+from ._attempts import Backoff, parse_retry_after
+from ._auth import ImsTokens, StaticToken, TokenSource
+from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
+from ._settings import ApiSettings, ClientCredentials
+from ._text import excerpt, scrub
 
 RETRIGGER_OP: Final = "re-trigger"
 """The tutorial's spelling; the OpenAPI enum says ``RE_TRIGGER``. Send this one."""

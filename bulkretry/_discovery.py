@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 from anyio.abc import ObjectSendStream
 
-from .admission import Admission
-from .errors import APIError, BulkRetryError, UsageError
-from .retrying import Attempts, Backoff, Step
+from ._admission import Admission
+from ._attempts import Attempts, Backoff, Step
+from ._errors import APIError, BulkRetryError, UsageError
 
 if TYPE_CHECKING:
-    from .flowservice import FlowService
+    from ._flowservice import FlowService
 
 _DURATION: Final = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
