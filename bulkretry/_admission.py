@@ -147,19 +147,33 @@ class Slowdown:
 
 
 class Admission:
-    """The gate every request passes just before it starts."""
+    """The gate every request passes just before it starts; it takes its own feedback.
+
+    Callers ask two things only: ``wait`` before a request, ``answered`` after it.
+    """
 
     def __init__(self, rate: float) -> None:
         self._pace = Pace(rate)
-        self.slowdown = Slowdown(rate)
+        self._slowdown = Slowdown(rate)
 
     @property
     def free(self) -> bool:
         """True when nothing would make a request wait: no rate limit, not slowed."""
-        return self._pace.free and self.slowdown.rate is None
+        return self._pace.free and self._slowdown.rate is None
 
     async def wait(self) -> None:
-        """Wait for the slow-down slot, then the user's rate; then the request starts."""
-        await self.slowdown.wait()
-        await self._pace.wait()
-        self.slowdown.started(anyio.current_time())
+        """Wait for the slow-down slot, then the user's rate; then the request starts.
+
+        When ``free``, this returns without a checkpoint: the unlimited case costs nothing.
+        """
+        if not self.free:
+            await self._slowdown.wait()
+            await self._pace.wait()
+        self._slowdown.started(anyio.current_time())
+
+    def answered(self, *, throttled: bool) -> None:
+        """An answer came: a 429 (``throttled``) slows the job, anything else speeds it up."""
+        if throttled:
+            self._slowdown.throttled(anyio.current_time())
+        else:
+            self._slowdown.succeeded()

@@ -206,10 +206,10 @@ class Lister:
                     raise
                 if step is Step.AGAIN_LATER:
                     if isinstance(error, APIError) and error.status == 429:
-                        self._admission.slowdown.throttled(anyio.current_time())
+                        self._admission.answered(throttled=True)
                     await anyio.sleep(self._backoff.delay(attempts.made, floor or None))
             else:
-                self._admission.slowdown.succeeded()
+                self._admission.answered(throttled=False)
                 self.pages += 1
                 return page
 

@@ -208,7 +208,7 @@ class Pipeline:
                 verdict, step, floor = attempts.after(error)
                 outcome = self._judge(run_id, error, verdict, attempts)
             else:
-                self._admission.slowdown.succeeded()
+                self._admission.answered(throttled=False)
                 self._refusals = 0
                 return self._final(
                     Retriggered(
@@ -245,7 +245,7 @@ class Pipeline:
     async def _admit(self) -> bool:
         """Wait for the gate; False when the job was stopped meanwhile."""
         if self._admission.free:  # the common unlimited case: no scope, no wait
-            self._admission.slowdown.started(anyio.current_time())
+            await self._admission.wait()  # returns at once: no checkpoint
             return not self.stopper.stopped
         with self.stopper.interruptible() as scope:
             await self._admission.wait()
@@ -263,13 +263,13 @@ class Pipeline:
         text = str(error)
         if verdict is Verdict.RETRY:
             if status == 429:
-                self._admission.slowdown.throttled(anyio.current_time())
+                self._admission.answered(throttled=True)
             retry_after = error.retry_after if isinstance(error, APIError) else None
             if retry_after is not None and retry_after > MAX_RETRY_AFTER:
                 limit = f"over the {MAX_RETRY_AFTER:.0f}s limit"
                 text += f" (asked to wait {retry_after:.0f}s, {limit})"
         elif verdict is not Verdict.REAUTH:
-            self._admission.slowdown.succeeded()
+            self._admission.answered(throttled=False)
         if verdict is Verdict.FAILED:
             self._count_refusal(_refuses_the_job(error), text)
         if attempts.uncertain:
