@@ -7,6 +7,7 @@ not turn into runs we re-trigger by mistake.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from anyio.abc import ObjectSendStream
 from ._admission import Admission
 from ._attempts import Attempts, Backoff, Step
 from ._errors import APIError, BulkRetryError, UsageError
+from ._runs import run_state
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService
@@ -49,11 +51,18 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class ListingSettings:
-    """What to list and how hard to push."""
+    """What to list and how hard to push.
+
+    ``error_codes`` keeps only runs whose first error code matches one of these shell-style
+    patterns; ``exclude_error_codes`` drops runs whose first error code matches one. Adobe's
+    codes are upper case, so patterns match regardless of case.
+    """
 
     flow_ids: tuple[str, ...]
     since: datetime | None = None
     include_empty: bool = False
+    error_codes: tuple[str, ...] = ()
+    exclude_error_codes: tuple[str, ...] = ()
     rate: float = 10.0
     max_attempts: int = 5
     timeout: float = 30.0
@@ -62,6 +71,18 @@ class ListingSettings:
     def __post_init__(self) -> None:
         if not self.flow_ids:
             raise UsageError("name at least one --flow-id")
+
+    def keeps(self, code: str | None) -> bool:
+        """Whether a run whose first error code is ``code`` passes the error-code filters."""
+        if self.error_codes and not _matches(code, self.error_codes):
+            return False
+        return not _matches(code, self.exclude_error_codes)
+
+
+def _matches(code: str | None, patterns: Sequence[str]) -> bool:
+    return code is not None and any(
+        fnmatch.fnmatchcase(code.upper(), pattern.upper()) for pattern in patterns
+    )
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -82,46 +103,20 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 def retryable(run: dict[str, Any], flow_id: str, *, include_empty: bool) -> RunRecord | None:
     """The record for a failed run (or a successful one that ingested nothing), else None."""
-    run_id = run.get("id")
-    metrics = _object(run.get("metrics"))
-    summary = _object(metrics.get("statusSummary"))
-    status = str(summary.get("status") or "").lower()
-    records = _int(_object(metrics.get("recordSummary")).get("outputRecordCount"))
-    if not isinstance(run_id, str):
+    state = run_state(run)
+    if state.run_id is None:
         return None
+    status, records = state.status, state.records
     if status != "failed" and not (include_empty and status == "success" and records == 0):
         return None
     return RunRecord(
-        run_id=run_id,
-        flow_id=str(run.get("flowId") or flow_id),
+        run_id=state.run_id,
+        flow_id=state.flow_id or flow_id,
         status=status,
-        created_at=_iso(run.get("createdAt")),
+        created_at=state.created_at,
         records=records,
-        error=_first_error(summary.get("errors")),
+        error=state.error,
     )
-
-
-def _object(value: object) -> dict[str, Any]:
-    """A JSON object, or an empty one when the API sent something else."""
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _iso(epoch_ms: object) -> str | None:
-    if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
-        return None
-    when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _first_error(errors: object) -> str | None:
-    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-        return None
-    code, message = errors[0].get("code"), errors[0].get("message")
-    return f"{code}: {message}" if code else (str(message) if message else None)
 
 
 class Lister:
@@ -187,7 +182,7 @@ class Lister:
                     if run.get("flowId", flow_id) != flow_id or not _not_before(run, since_ms):
                         continue  # a filter the server did not apply
                     record = retryable(run, flow_id, include_empty=settings.include_empty)
-                    if record is not None:
+                    if record is not None and settings.keeps(run_state(run).error_code):
                         await out.send(record)
                 url = _next_href(page)
                 # The next link carries the continuation token; keep our filters when it lacks them.

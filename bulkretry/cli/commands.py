@@ -188,6 +188,8 @@ def failed(args: argparse.Namespace) -> int:
         flow_ids=tuple(args.flow_ids),
         since=parse_since(args.since) if args.since else None,
         include_empty=args.include_empty,
+        error_codes=tuple(args.error_codes),
+        exclude_error_codes=tuple(args.exclude_error_codes),
         rate=args.rate,
         max_attempts=args.max_attempts,
         timeout=args.timeout,

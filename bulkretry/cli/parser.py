@@ -29,6 +29,7 @@ _FAILED_EPILOG: Final = """\
 examples:
   bulkretry failed --flow-id "$FLOW_A" --flow-id "$FLOW_B" --since 24h > failed.jsonl
   bulkretry failed --flow-id "$FLOW" --since 24h | bulkretry retry --journal nightly.journal
+  bulkretry failed --flow-id "$FLOW" --error-code 'CONNECTOR-*' | bulkretry retry --wait
 
 exit status: 0 listing complete (even if empty), 1 an API error stopped it (lines written
 are correct), 2 usage or credentials error."""
@@ -134,6 +135,23 @@ def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "--include-empty",
         action="store_true",
         help="also list successful runs that ingested zero records",
+    )
+    failed.add_argument(
+        "--error-code",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        dest="error_codes",
+        help="keep runs whose first error code matches PATTERN (shell-style *, any case); "
+        "repeat for several",
+    )
+    failed.add_argument(
+        "--exclude-error-code",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        dest="exclude_error_codes",
+        help="drop runs whose first error code matches PATTERN; repeat for several",
     )
     _api_flags(failed)
     _pace_flags(failed)

@@ -14,18 +14,24 @@ Notes for clients under test:
   the server stops, when the connection is dropped (and counted under 0).
 - ``GET /runs`` next links are ``/runs?…`` paths, relative to ``Server.base_url``.
 - ``RecordedRequest.query`` keeps each parameter's first value, ``query_all`` every pair.
+- A re-trigger starts a new run (same flow, created now, ``inProgress``) that ends after
+  ``Lifecycle.seconds``: ``failed`` with the original's errors when the original is marked
+  ``poison`` (re-runs inherit the mark), ``success`` otherwise. ``GET /runs/{id}`` and the
+  listing see it from the start.
 """
 
 from __future__ import annotations
 
 from bulkretry.emulator.app import Emulator
 from bulkretry.emulator.faults import Faults
+from bulkretry.emulator.lifecycle import Lifecycle
 from bulkretry.emulator.model import RecordedRequest, Run, Stats
 from bulkretry.emulator.server import Server, serve, serve_in_thread
 
 __all__ = [
     "Emulator",
     "Faults",
+    "Lifecycle",
     "RecordedRequest",
     "Run",
     "Server",

@@ -9,6 +9,7 @@ import sys
 
 from bulkretry.emulator.app import DEFAULT_API_KEY, DEFAULT_SECRET, DEFAULT_TOKEN, Emulator
 from bulkretry.emulator.faults import DRAW_ORDER, Faults
+from bulkretry.emulator.lifecycle import Lifecycle
 from bulkretry.emulator.server import serve
 
 
@@ -23,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--max-rate", type=float, help="re-triggers admitted per second")
     parser.add_argument("--token-lifetime", type=float, default=86400.0)
+    parser.add_argument(
+        "--run-seconds",
+        type=float,
+        default=Lifecycle().seconds,
+        help="how long a re-triggered run stays inProgress before it ends (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     for name in DRAW_ORDER:
         flag = "--" + name.replace("_", "-")
@@ -41,6 +48,7 @@ async def _main(args: argparse.Namespace) -> None:
         auto_create=args.auto_create,
         token_lifetime=args.token_lifetime,
         seed=args.seed,
+        lifecycle=Lifecycle(seconds=args.run_seconds),
     )
     if args.runs:
         emu.load_runs(args.runs)

@@ -14,6 +14,7 @@ from aiohttp import web
 from bulkretry.emulator.faults import FaultPlan, Faults
 from bulkretry.emulator.flowservice import BASE_PATH, make_flow_service
 from bulkretry.emulator.ims import TokenStore, make_token_handler
+from bulkretry.emulator.lifecycle import Finishing, Lifecycle
 from bulkretry.emulator.model import Run, Stats
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class Emulator:
 
     Mutable state is touched only from the serving event loop; read ``stats`` after the
     job under test has ended. ``faults`` may be replaced at any time; a new value restarts
-    its scripts.
+    its scripts. ``lifecycle`` says how long a re-triggered run takes and how it ends.
     """
 
     def __init__(  # noqa: PLR0913 - mirrors the knobs of the real service, all keyword-only
@@ -46,6 +47,7 @@ class Emulator:
         faults: Faults | None = None,
         auto_create: bool = False,
         seed: int = 0,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.org_id = org_id
         self.api_key = api_key
@@ -57,13 +59,21 @@ class Emulator:
             token_lifetime,
         )
         self.stats = Stats()
-        self.runs: dict[str, Run] = {}
+        self.lifecycle = Lifecycle() if lifecycle is None else lifecycle
+        self._runs: dict[str, Run] = {}
+        self._finishing = Finishing()
         self.plan = FaultPlan(seed)
         self._faults = Faults() if faults is None else faults
         self._hangs: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
-        return f"Emulator(org_id={self.org_id!r}, runs={len(self.runs)}, faults={self._faults!r})"
+        return f"Emulator(org_id={self.org_id!r}, runs={len(self._runs)}, faults={self._faults!r})"
+
+    @property
+    def runs(self) -> dict[str, Run]:
+        """Every run by ID, as the API would answer now: re-runs whose time came are finished."""
+        self._finishing.settle(self._runs)
+        return self._runs
 
     @property
     def faults(self) -> Faults:
@@ -77,7 +87,7 @@ class Emulator:
 
     def add_run(self, run: Run) -> None:
         """Add or replace a run by ID."""
-        self.runs[run.id] = run
+        self._runs[run.id] = run
 
     def load_runs(self, source: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> None:
         """Add runs from a JSON file or a list of dicts named like ``Run``'s fields."""
@@ -98,9 +108,10 @@ class Emulator:
         return run
 
     def retrigger(self, run: Run) -> Run:
-        """Apply a re-trigger: a new in-progress run, and one more count against ``run``."""
+        """Apply a re-trigger: a new in-progress run, due to end as ``lifecycle`` says."""
         new_run = run.retriggered()
         self.add_run(new_run)
+        self._finishing.schedule(self.lifecycle, run, new_run)
         self.stats.retriggers[run.id] += 1
         return new_run
 

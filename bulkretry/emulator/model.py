@@ -36,7 +36,9 @@ class Run:
 
     ``status`` is emitted verbatim (``"Failed"`` or ``"FAILED"`` test case-insensitive
     clients); ``output_records=None`` omits ``outputRecordCount`` from the JSON, as the
-    real API sometimes does.
+    real API sometimes does. A ``poison`` run fails every time it is re-triggered (a
+    mapping error, say), and its re-runs inherit that. ``completed_at`` is when a finished
+    run ended (default: 95 seconds after it started).
     """
 
     id: str
@@ -48,10 +50,13 @@ class Run:
     failed_records: int = 0
     errors: tuple[tuple[str, str], ...] = ()
     etag: str = field(default_factory=new_etag)
+    poison: bool = False
+    completed_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.created_at.tzinfo is None:
-            raise ValueError(f"Run {self.id}: created_at must be timezone-aware")
+        for moment in (self.created_at, self.completed_at):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"Run {self.id}: times must be timezone-aware")
 
     @property
     def retriable(self) -> bool:
@@ -68,7 +73,8 @@ class Run:
         """Shape the run like ``GET /runs`` items, so clients parse the real layout."""
         started = self.created_ms
         in_progress = self.status.lower() == "inprogress"
-        finished = started if in_progress else epoch_ms(self.created_at + _RUN_DURATION)
+        completed = self.completed_at or self.created_at + _RUN_DURATION
+        finished = started if in_progress else epoch_ms(completed)
         records: dict[str, int] = {
             "inputRecordCount": self.input_records,
             "failedRecordCount": self.failed_records,
@@ -105,9 +111,9 @@ class Run:
     def from_dict(cls, data: Mapping[str, Any]) -> Run:
         """Build a run from JSON with the dataclass field names; ``created_at`` is ISO 8601."""
         fields = dict(data)
-        if "created_at" in fields:
-            created = dt.datetime.fromisoformat(str(fields["created_at"]))
-            fields["created_at"] = created
+        for name in ("created_at", "completed_at"):
+            if fields.get(name) is not None:
+                fields[name] = dt.datetime.fromisoformat(str(fields[name]))
         fields["errors"] = tuple(
             (str(e["code"]), str(e["message"])) if isinstance(e, dict) else (str(e[0]), str(e[1]))
             for e in fields.get("errors", ())
@@ -115,8 +121,13 @@ class Run:
         return cls(**fields)
 
     def retriggered(self) -> Run:
-        """Start the run a re-trigger creates: same flow, running from now."""
-        return Run(id=str(uuid.uuid4()), flow_id=self.flow_id, status="inProgress")
+        """Start the run a re-trigger creates: same flow, running from now, poison if this is."""
+        return Run(
+            id=str(uuid.uuid4()),
+            flow_id=self.flow_id,
+            status="inProgress",
+            poison=self.poison,
+        )
 
 
 @dataclass(frozen=True, slots=True)

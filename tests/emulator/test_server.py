@@ -65,6 +65,7 @@ def test_exports_are_deliberate():
     expected = [
         "Emulator",
         "Faults",
+        "Lifecycle",
         "RecordedRequest",
         "Run",
         "Server",
