@@ -19,13 +19,13 @@ from anyio.abc import TaskStatus
 
 from bulkretry import _api as api
 from bulkretry._discovery import ListingSettings, parse_since
-from bulkretry._errors import UsageError
 from bulkretry._outcomes import Outcome, Summary
 from bulkretry._report import Report
 from bulkretry._settings import ApiSettings, JobSettings, check_url, load_api_settings
 from bulkretry._sources import InputFiles
 
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
+from .output import STDIN, Output, check_output
 
 if TYPE_CHECKING:
     from bulkretry.cli.progress import Progress
@@ -56,30 +56,38 @@ def retry(args: argparse.Namespace) -> int:
     show_progress = not args.quiet and (
         args.progress if args.progress is not None else sys.stderr.isatty()
     )
+    check_output(args.output, _kept_files(args))
     with ExitStack() as stack:
         inputs = stack.enter_context(InputFiles(args.paths))
-        out = stack.enter_context(_open_output(args.output))
+        output = Output(args.output)
+        stack.callback(output.close)
         progress = None
         if show_progress:
             from bulkretry.cli.progress import Progress  # noqa: PLC0415 - terminals only
 
             progress = Progress(sys.stderr, args.paths)
             stack.callback(progress.close)
-        code, summary = _run(_retry_job(inputs, api_settings, settings, out, progress))
+        code, summary = _run(_retry_job(inputs, api_settings, settings, output, progress))
     if not args.quiet:
         say(_closing_line(summary, args, code))
     return code
+
+
+def _kept_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Every file the job reads or keeps, which ``--output`` must never be."""
+    kept = [("--journal", args.journal)] if args.journal is not None else []
+    return kept + [("input", STDIN if p == "-" else Path(p)) for p in args.paths or ["-"]]
 
 
 async def _retry_job(
     inputs: InputFiles,
     api_settings: ApiSettings | None,
     settings: JobSettings,
-    out: BinaryIO,
+    output: Output,
     progress: Progress | None,
 ) -> tuple[int, Summary]:
     started = time.monotonic()
-    report = Report(out)
+    report = Report(output.file)
 
     async def on_outcome(outcome: Outcome) -> None:
         report.outcome(outcome)
@@ -96,6 +104,7 @@ async def _retry_job(
             async with api.retrigger(
                 inputs.items(), api_settings, settings, on_outcome=on_outcome
             ) as job:
+                output.start()  # every check passed, the journal is locked: now truncate
                 signals.attach(job)
                 report.redactor.watch(job.secrets)
                 if progress is not None:
@@ -195,8 +204,11 @@ def failed(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     api_settings = _api_settings(args)
-    with _open_output(None) as out:
-        code, message = _run(_failed_job(api_settings, settings, out))
+    output = Output(None)
+    try:
+        code, message = _run(_failed_job(api_settings, settings, output.file))
+    finally:
+        output.close()
     if not args.quiet:
         say(message)
     return code
@@ -237,21 +249,6 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
     for warning in settings.warnings:
         say(f"warning: {warning}")
     return settings
-
-
-def _open_output(path: Path | None) -> BinaryIO:
-    """Stdout, or ``path`` truncated like ``>`` and then appended to.
-
-    Unbuffered: the report batches lines itself, and nothing is left in a buffer to fail
-    again at close.
-    """
-    if path is None:
-        return open(os.dup(sys.stdout.fileno()), "wb", buffering=0)  # noqa: PTH123 - wraps a descriptor; closed by the caller
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-    try:
-        return open(os.open(path, flags, 0o644), "wb", buffering=0)  # noqa: PTH123 - wraps a descriptor; closed by the caller
-    except OSError as exc:
-        raise UsageError(f"cannot write --output {path}: {exc.strerror}") from None
 
 
 def _run(job: Coroutine[Any, Any, T]) -> T:
