@@ -4,6 +4,7 @@
     ├── UsageError              bad flags, environment or input files: exit 2, nothing sent
     ├── JournalLockedError      another process holds the journal: exit 2
     ├── JournalError            the journal cannot be written: the job stops, exit 1
+    │   └── HistoryError        the history database failed mid-job: the job stops, exit 1
     ├── OutputError             the JSON lines cannot be written (disk full): exit 1
     ├── AuthError               IMS refused the credentials or cannot be reached: exit 2
     ├── TransportError          the HTTP exchange did not complete
@@ -31,6 +32,10 @@ class JournalLockedError(BulkRetryError):
 
 class JournalError(BulkRetryError):
     """A journal record could not be written, so no further request may be sent."""
+
+
+class HistoryError(JournalError):
+    """The history database failed mid-job: like a journal that cannot be written."""
 
 
 class OutputError(BulkRetryError):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-SkipReason = Literal["invalid", "duplicate", "already-retriggered", "interrupted"]
+SkipReason = Literal[
+    "invalid", "duplicate", "already-retriggered", "interrupted", "generation-limit"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import UsageError
 from ._text import Secret
@@ -49,6 +50,65 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryLocation:
+    """Where the recovery history lives: a SQLite file, or a PostgreSQL URL kept secret."""
+
+    path: Path | None = None
+    url: Secret | None = None
+
+    def __str__(self) -> str:
+        if self.url is None:
+            return str(self.path)
+        return mask_url(self.url.reveal())
+
+    def __repr__(self) -> str:
+        return f"HistoryLocation({self})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The password in the URL, if any, for scrubbing driver messages."""
+        if self.url is None:
+            return ()
+        try:
+            password = urlsplit(self.url.reveal()).password
+        except ValueError:
+            return ()
+        return (password,) if password else ()
+
+
+def history_location(value: str | None, env: Mapping[str, str]) -> HistoryLocation | None:
+    """``--history`` > ``BULKRETRY_HISTORY`` > the XDG state file; None for ``off``."""
+    text = (value if value is not None else env.get("BULKRETRY_HISTORY", "")).strip()
+    if text == "off":
+        return None
+    if not text:
+        state = env.get("XDG_STATE_HOME", "")
+        root = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
+        return HistoryLocation(path=root / "bulkretry" / "history.sqlite3")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in {"postgresql", "postgres"}:
+        return HistoryLocation(url=Secret(text))
+    if scheme:
+        raise UsageError(
+            f"--history: expected a file path, a postgresql:// URL or 'off', got a {scheme}:// URL"
+        )
+    return HistoryLocation(path=Path(text).expanduser())
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (and any ``password=`` parameter) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(a URL that does not parse; not shown)"
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+@dataclass(frozen=True, slots=True)
 class JobSettings:
     """How hard to push, and what to do when answers go wrong."""
 
@@ -59,12 +119,17 @@ class JobSettings:
     journal: Path | None = None
     retry_uncertain: bool = False
     dry_run: bool = False
+    history: HistoryLocation | None = None
+    """The recovery history; None (``off``) runs without one. Off by default in the library."""
+    again: bool = False
+    max_generations: int = 3
 
     def __post_init__(self) -> None:
         _check(self.rate >= 0 and math.isfinite(self.rate), "--rate must be 0 (no limit) or more")
         _check(self.concurrency >= 1, "--concurrency must be at least 1")
         _check(self.max_attempts >= 1, "--max-attempts must be at least 1")
         _check(self.timeout > 0 and math.isfinite(self.timeout), "--timeout must be above 0")
+        _check(self.max_generations >= 1, "--max-generations must be at least 1")
 
 
 def _check(ok: bool, message: str) -> None:  # noqa: FBT001 - reads as a sentence

@@ -15,6 +15,8 @@ import pytest
 from bulkretry import ApiSettings, Secret
 from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
 
+from .postgres import PostgresServer, postgres_server
+
 ORG = "TESTORG@AdobeOrg"
 API_KEY = "test-client-id"
 CLIENT_SECRET = "test-client-secret-ABC123xyz"
@@ -25,6 +27,19 @@ TOKEN = "static-token-Q9w8E7r6"
 def anyio_backend() -> str:
     """Pin asyncio: aiolimiter and aiohttp are asyncio-only."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session, started on first use."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server (its URL carries the password)."""
+    return pg_server.new_database()
 
 
 def make_emulator(**kwargs: Any) -> Emulator:

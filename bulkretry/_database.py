@@ -1,0 +1,143 @@
+"""Database connections for the history: SQLite or PostgreSQL behind one small interface.
+
+Only connection-level statements live here (SQLite's PRAGMAs, ``BEGIN IMMEDIATE``); every
+query is in ``_history``. Driver errors become one line that names the history with its
+password masked.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._errors import HistoryError, UsageError
+from ._settings import HistoryLocation
+from ._text import scrub
+
+if TYPE_CHECKING:
+    import psycopg
+
+CONNECT_TIMEOUT = 10
+"""Seconds to reach a PostgreSQL server before the job gives up (exit 2)."""
+
+
+class Db:
+    """A connection and its dialect: SQLite's ``:name`` parameters become psycopg's."""
+
+    def __init__(self, connection: sqlite3.Connection | psycopg.Connection[Any]) -> None:
+        self._connection = connection
+        self._sqlite = isinstance(connection, sqlite3.Connection)
+
+    def execute(self, sql: str, values: dict[str, Any]) -> list[Any]:
+        if self._sqlite:
+            assert isinstance(self._connection, sqlite3.Connection)
+            return self._connection.execute(sql, values).fetchall()
+        cursor = self._connection.execute(_pg(sql), values)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """SQLite: take the write lock at once (BEGIN IMMEDIATE), so two writers never deadlock."""
+        if not self._sqlite:
+            with self._connection.transaction():  # type: ignore[union-attr]
+                yield
+            return
+        connection = self._connection
+        assert isinstance(connection, sqlite3.Connection)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+@functools.cache
+def _pg(sql: str) -> str:
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
+
+def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
+    path = location.path
+    assert path is not None
+    if not write:
+        if not path.exists():
+            return None  # a dry run creates nothing
+        uri = path.absolute().as_uri() + "?mode=ro"
+        return Db(sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        # WAL: a commit is a write() to the log (it reaches the OS, survives kill -9); the
+        # fsync comes at checkpoints, like the journal's grouped fsync.
+        _wal(connection)
+        connection.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        connection.close()
+        raise
+    return Db(connection)
+
+
+def _wal(connection: sqlite3.Connection) -> None:
+    """Switch to WAL; the switch skips the busy handler, so a first use racing another waits."""
+    for _ in range(200):
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+        else:
+            return
+    connection.execute("PRAGMA journal_mode=WAL")
+
+
+def connect_pg(location: HistoryLocation) -> psycopg.Connection[Any]:
+    try:
+        import psycopg  # noqa: PLC0415 - the optional extra
+    except ImportError:
+        raise UsageError(
+            "a postgresql:// history needs the postgres extra: pip install 'bulkretry[postgres]'"
+        ) from None
+    assert location.url is not None
+    # autocommit: each ``transaction()`` is a real BEGIN … COMMIT, never a savepoint inside
+    # an implicit transaction left open by a read.
+    return psycopg.connect(location.url.reveal(), connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+
+
+@contextmanager
+def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
+    """Driver errors → one line naming the history (password masked), never a traceback.
+
+    ``usage``: at start (exit 2, nothing sent); otherwise mid-job (``HistoryError``, exit 1).
+    """
+    try:
+        yield
+    except Exception as exc:
+        driver = isinstance(exc, sqlite3.Error | OSError) or type(exc).__module__.startswith(
+            "psycopg"
+        )
+        if not driver:
+            raise
+        text = scrub(f"history {location}: {_describe(exc)}", location.secrets())
+        raise (UsageError if usage else HistoryError)(text) from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    if text == "file is not a database":
+        text = "not a SQLite database (pass another --history, or 'off')"
+    elif text == "unable to open database file" or "readonly" in text:
+        text += " (is its directory writable? pass another --history, or 'off')"
+    return text

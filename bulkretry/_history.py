@@ -1,0 +1,328 @@
+"""The recovery history: every re-trigger bulkretry makes, kept across jobs. All SQL lives here.
+
+One table, ``bulkretry_runs``, keyed by (org, sandbox, run_id), in SQLite (stdlib ``sqlite3``)
+or PostgreSQL (psycopg 3, the ``postgres`` extra). A row is a run bulkretry has claimed, or
+one it created by a re-trigger (its lineage: parent, original, generation; and, once someone
+followed it, its final status). Every call runs in one worker thread, one at a time, so the
+event loop never waits on a disk or a socket.
+
+A claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE … RETURNING``: the database, not a
+read before the write, decides who may send, so concurrent jobs on one history (processes,
+hosts) re-trigger a run at most once. An intent carries its owner and a lease; a live job's
+in-flight claim is never taken over, not even by ``--retry-uncertain`` or ``--again``.
+
+For follow-through (``--wait``, ``bulkretry status``)::
+
+    async with await History.open(location, org=org, sandbox=sandbox) as history:
+        for run in await history.pending():                  # new runs not yet finished
+            await history.record_finished(run.run_id, status="success", records=10)
+        chains = await history.chains(since=None, flow_ids=())  # one per original run
+        counts = tally(chains, max_generations=3)              # per flow and error code
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Self, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ._database import Db, connect_pg, connect_sqlite, mapped
+from ._errors import UsageError
+from ._lineage import Chain, Claim, ClaimPolicy, Lineage, RunRow, chains_of, verdict
+from ._outcomes import Failed, Outcome, Retriggered, Uncertain
+from ._settings import HistoryLocation
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS bulkretry_schema (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS bulkretry_runs (
+        org TEXT NOT NULL, sandbox TEXT NOT NULL, run_id TEXT NOT NULL, flow_id TEXT,
+        generation INTEGER NOT NULL DEFAULT 0, parent_run_id TEXT, original_run_id TEXT,
+        state TEXT, owner TEXT, lease_until TEXT, claimed_at TEXT,
+        new_run_id TEXT, etag TEXT, status INTEGER, error TEXT, retriggered_at TEXT,
+        created_at TEXT, run_status TEXT, records BIGINT, run_error TEXT, finished_at TEXT,
+        PRIMARY KEY (org, sandbox, run_id))""",
+    """CREATE INDEX IF NOT EXISTS bulkretry_runs_original
+        ON bulkretry_runs (org, sandbox, original_run_id)""",
+    """INSERT INTO bulkretry_schema (key, value) VALUES ('version', :version)
+        ON CONFLICT (key) DO NOTHING""",
+)
+_CLAIM: Final = """
+INSERT INTO bulkretry_runs AS r (org, sandbox, run_id, flow_id, state, owner, lease_until,
+                                 claimed_at)
+VALUES (:org, :sandbox, :run_id, :flow_id, 'intent', :owner, :lease_until, :now)
+ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
+    state = 'intent', owner = excluded.owner, lease_until = excluded.lease_until,
+    claimed_at = excluded.claimed_at, flow_id = COALESCE(excluded.flow_id, r.flow_id),
+    status = NULL, error = NULL
+WHERE r.generation < :max_generations AND (
+    r.state IS NULL OR r.state = 'failed'
+    OR (:again = 1 AND r.state = 'retriggered')
+    OR ((:again = 1 OR :retry_uncertain = 1)
+        AND (r.state = 'uncertain' OR (r.state = 'intent' AND r.lease_until < :now))))
+RETURNING owner"""
+_ROW: Final = (
+    "SELECT state, generation, original_run_id, new_run_id, etag, status, error, owner,"
+    " lease_until FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"
+)
+_SETTLE: Final = """
+UPDATE bulkretry_runs SET state = :state, new_run_id = :new_run_id, etag = :etag,
+    status = :status, error = :error, owner = NULL, lease_until = NULL,
+    retriggered_at = CASE WHEN :state = 'retriggered' THEN :now ELSE retriggered_at END,
+    run_status = CASE WHEN :state = 'retriggered' AND run_status = 'pending' THEN 'failed'
+                      ELSE run_status END
+WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"""
+_CHILD: Final = """
+INSERT INTO bulkretry_runs (org, sandbox, run_id, flow_id, generation, parent_run_id,
+                            original_run_id, created_at, run_status)
+SELECT org, sandbox, :new_run_id, flow_id, generation + 1, run_id,
+       COALESCE(original_run_id, run_id), :now, 'pending'
+FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id
+ON CONFLICT (org, sandbox, run_id) DO NOTHING"""
+_FINISHED: Final = """
+INSERT INTO bulkretry_runs (org, sandbox, run_id, flow_id, run_status, records, run_error,
+                            finished_at)
+VALUES (:org, :sandbox, :run_id, :flow_id, :run_status, :records, :run_error, :finished_at)
+ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
+    run_status = excluded.run_status, records = excluded.records,
+    run_error = excluded.run_error, finished_at = excluded.finished_at,
+    flow_id = COALESCE(excluded.flow_id, bulkretry_runs.flow_id)"""
+_RUNS: Final = (
+    "SELECT run_id, flow_id, generation, parent_run_id, original_run_id, state, new_run_id,"
+    " status, error, retriggered_at, created_at, run_status, records, run_error, finished_at"
+    " FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox"
+)
+
+
+def now_iso(when: datetime | None = None) -> str:
+    """A fixed-width UTC timestamp: sorts as text in both databases, reads well in a shell."""
+    when = when or datetime.now(UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class History:
+    """One job's connection to the history, bound to an org and sandbox; async, thread-backed."""
+
+    def __init__(self, db: Db | None, location: HistoryLocation, org: str, sandbox: str) -> None:
+        self._db = db
+        self.location = location
+        self._key = {"org": org, "sandbox": sandbox}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"History({self.location})"
+
+    @classmethod
+    async def open(
+        cls, location: HistoryLocation, *, org: str, sandbox: str, write: bool = True
+    ) -> Self:
+        """Connect, create or check the schema; ``UsageError`` (one line) when unusable.
+
+        With ``write=False`` (a dry run) nothing is created: a missing file reads as empty.
+        """
+        opener = functools.partial(_connect, location, write=write)
+        db = await anyio.to_thread.run_sync(opener, abandon_on_cancel=True)
+        return cls(db, location, org, sandbox)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (whatever was committed stays)."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+
+    async def _call(self, work: Callable[[Db], T], empty: T) -> T:
+        db = self._db
+        if db is None:
+            return empty
+
+        def run() -> T:
+            with mapped(self.location):
+                return work(db)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def commit(
+        self,
+        outcomes: Sequence[Retriggered | Failed | Uncertain],
+        claims: Sequence[Claim],
+        policy: ClaimPolicy,
+    ) -> list[Outcome | None]:
+        """Record ``outcomes`` and claim ``claims`` in one transaction (a group commit).
+
+        Returns, per claim, None when it is ours (the request may leave) or the outcome that
+        replaces the request. Raises ``HistoryError`` when the database fails. Rows are
+        touched in run ID order (an outcome before a claim of the same ID), so two jobs'
+        transactions never lock rows in opposite orders and never deadlock.
+        """
+        now = datetime.now(UTC)
+        stamp, lease = now_iso(now), now_iso(now + timedelta(seconds=policy.lease_s))
+        order = sorted(
+            [(item.run_id, 0, n) for n, item in enumerate(outcomes)]
+            + [(item.run_id, 1, n) for n, item in enumerate(claims)]
+        )
+
+        def work(db: Db) -> list[Outcome | None]:
+            answers: list[Outcome | None] = [None] * len(claims)
+            with db.transaction():
+                for _, is_claim, n in order:
+                    if is_claim:
+                        answers[n] = self._claim(db, claims[n], policy, stamp, lease)
+                    else:
+                        self._settle(db, outcomes[n], stamp)
+            return answers
+
+        return await self._call(work, [])
+
+    def _settle(self, db: Db, outcome: Retriggered | Failed | Uncertain, stamp: str) -> None:
+        values: dict[str, Any] = {**self._key, "run_id": outcome.run_id, "now": stamp}
+        values["state"] = outcome.event
+        if isinstance(outcome, Retriggered):
+            values |= {"new_run_id": outcome.new_run_id, "etag": outcome.etag}
+            values |= {"status": outcome.status, "error": None}
+            db.execute(_SETTLE, values)
+            db.execute(_CHILD, values)
+        else:
+            values |= {"new_run_id": None, "etag": None}
+            db.execute(_SETTLE, values | {"status": outcome.status, "error": outcome.error})
+
+    def _claim(
+        self, db: Db, claim: Claim, policy: ClaimPolicy, stamp: str, lease: str
+    ) -> Outcome | None:
+        values: dict[str, Any] = {**self._key, "run_id": claim.run_id, "flow_id": claim.flow_id}
+        granted = db.execute(
+            _CLAIM,
+            values
+            | {
+                "owner": self.owner,
+                "lease_until": lease,
+                "now": stamp,
+                "max_generations": policy.max_generations,
+                "again": int(policy.again),
+                "retry_uncertain": int(policy.retry_uncertain),
+            },
+        )
+        if granted:
+            return None
+        row = db.execute(_ROW, values)
+        refusal = verdict(claim.run_id, row[0] if row else None, policy, stamp)
+        return refusal or Uncertain(claim.run_id, None, "claimed by another job just now", 0)
+
+    async def peek(self, run_id: str, policy: ClaimPolicy) -> Outcome | None:
+        """What a claim would say, without writing (``--dry-run``): None means it would send."""
+        rows: list[Any] = await self._call(
+            lambda db: db.execute(_ROW, {**self._key, "run_id": run_id}), []
+        )
+        return verdict(run_id, rows[0] if rows else None, policy, now_iso())
+
+    async def record_finished(  # noqa: PLR0913 - one run's fate, each field named
+        self,
+        run_id: str,
+        *,
+        status: str,
+        records: int | None = None,
+        error: str | None = None,
+        flow_id: str | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        """Record the final ``status`` (success, failed, …) of a run bulkretry created."""
+        values: dict[str, Any] = {**self._key, "run_id": run_id, "flow_id": flow_id}
+        values["run_status"] = status
+        values |= {"records": records, "run_error": error, "finished_at": now_iso(finished_at)}
+
+        def work(db: Db) -> None:
+            with db.transaction():
+                db.execute(_FINISHED, values)
+
+        await self._call(work, None)
+
+    async def pending(self) -> list[RunRow]:
+        """Runs bulkretry created whose end nobody has recorded yet, oldest first."""
+        sql = _RUNS + " AND run_status = 'pending' ORDER BY created_at"
+        return await self._call(lambda db: [_run_row(r) for r in db.execute(sql, self._key)], [])
+
+    async def lineage(self, run_ids: Sequence[str]) -> dict[str, Lineage]:
+        """Generation, original and whether it was re-triggered, for the run IDs known here."""
+        ids = list(dict.fromkeys(run_ids))
+        marks = ", ".join(f":id{n}" for n in range(len(ids)))
+        sql = _RUNS + f" AND run_id IN ({marks})"
+        values = self._key | {f"id{n}": run_id for n, run_id in enumerate(ids)}
+
+        def work(db: Db) -> dict[str, Lineage]:
+            rows = [_run_row(row) for row in db.execute(sql, values)] if ids else []
+            return {
+                row.run_id: Lineage(
+                    generation=row.generation,
+                    original_run_id=row.original_run_id,
+                    retriggered=row.state == "retriggered",
+                )
+                for row in rows
+            }
+
+        return await self._call(work, {})
+
+    async def chains(self, *, since: datetime | None, flow_ids: Sequence[str]) -> list[Chain]:
+        """One line per original run claimed here, with the latest run of its chain.
+
+        ``since`` keeps chains re-triggered (or claimed) at or after it; ``flow_ids`` (when
+        given) keeps those flows.
+        """
+        rows: list[RunRow] = await self._call(
+            lambda db: [_run_row(r) for r in db.execute(_RUNS, self._key)], []
+        )
+        return chains_of(rows, now_iso(since) if since else None, frozenset(flow_ids))
+
+
+def _run_row(row: Sequence[Any]) -> RunRow:
+    names = RunRow.__slots__
+    return RunRow(**dict(zip(names, row, strict=True)))
+
+
+def _connect(location: HistoryLocation, *, write: bool) -> Db | None:
+    """Open and check the database; every failure is one ``UsageError`` line."""
+    with mapped(location, usage=True):
+        db = Db(connect_pg(location)) if location.url else connect_sqlite(location, write=write)
+        if db is None:
+            return None
+        try:
+            _check_schema(db, location, write=write)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+
+def _check_schema(db: Db, location: HistoryLocation, *, write: bool) -> None:
+    if write:
+        with db.transaction():
+            if location.url is not None:  # concurrent CREATE TABLE IF NOT EXISTS can race
+                db.execute("SELECT pg_advisory_xact_lock(7165390)", {})
+            for statement in _SCHEMA:
+                db.execute(statement, {"version": str(SCHEMA_VERSION)})
+    try:
+        rows = db.execute("SELECT value FROM bulkretry_schema WHERE key = 'version'", {})
+    except sqlite3.OperationalError:  # a dry run on a file that never got the schema
+        rows = []
+    version = int(rows[0][0]) if rows else SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise UsageError(
+            f"history {location} has schema version {version}, newer than this bulkretry "
+            f"knows ({SCHEMA_VERSION}): upgrade bulkretry, or pass another --history"
+        )

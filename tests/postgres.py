@@ -1,0 +1,116 @@
+"""A real PostgreSQL server for the suite: initdb and pg_ctl in a temporary directory.
+
+One server per session, started only when a test asks for it; run as an unprivileged user
+when the suite runs as root (initdb refuses root). Each test gets a fresh database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+USER = "bulkretry"
+PASSWORD = "pg-secret-Zx81"
+
+
+def _bindir() -> Path | None:
+    try:
+        found = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        found = ""
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    candidates = [found, *map(str, debian)]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running server: ``url(db)`` for a database on it, ``new_database()`` for a fresh one."""
+
+    port: int
+
+    def url(self, database: str = "postgres", password: str = PASSWORD) -> str:
+        """A connection URL, password included."""
+        return f"postgresql://{USER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """Create an empty database; returns its URL."""
+        import psycopg  # noqa: PLC0415 - only PostgreSQL tests need it
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start a throwaway server (no fsync: tests need speed, not crash safety of the server)."""
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg")
+    root = Path(tempfile.mkdtemp(prefix="bulkretry-pg-"))
+    data, port = root / "data", _free_port()
+    run_as: dict[str, int] = {}
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid}
+    pwfile = root / "pw"
+    pwfile.write_text(PASSWORD)
+    if run_as:
+        os.chown(pwfile, run_as["user"], run_as["group"])
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, **run_as}
+    subprocess.run(
+        [
+            bindir / "initdb",
+            "-D",
+            data,
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--no-sync",
+        ],
+        check=True,
+        **quiet,  # type: ignore[call-overload]
+    )
+    options = f"-F -p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=50"
+    subprocess.run(
+        [bindir / "pg_ctl", "-D", data, "-o", options, "-l", root / "log", "-w", "start"],
+        check=True,
+        **quiet,  # type: ignore[call-overload]
+    )
+    try:
+        yield PostgresServer(port)
+    finally:
+        subprocess.run(
+            [bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+            check=False,
+            **quiet,  # type: ignore[call-overload]
+        )
+        shutil.rmtree(root, ignore_errors=True)

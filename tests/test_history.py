@@ -1,0 +1,213 @@
+"""The history store on a real SQLite file and a real PostgreSQL server: claims, lineage, reads."""
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bulkretry import Failed, Retriggered, Skipped, Uncertain, UsageError
+from bulkretry._history import SCHEMA_VERSION, History
+from bulkretry._lineage import Claim, ClaimPolicy, tally
+from bulkretry._settings import HistoryLocation, history_location, mask_url
+from bulkretry._text import Secret
+
+pytestmark = pytest.mark.anyio
+
+POLICY = ClaimPolicy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request, tmp_path):
+    """A fresh history of each kind."""
+    if request.param == "sqlite":
+        return HistoryLocation(path=tmp_path / "state" / "history.sqlite3")
+    return HistoryLocation(url=Secret(request.getfixturevalue("pg_url")))
+
+
+def claims(*run_ids, flow_id=None):
+    """Claims for these run IDs."""
+    return [Claim(run_id=run_id, flow_id=flow_id) for run_id in run_ids]
+
+
+async def test_a_claim_wins_once_and_the_outcome_decides_the_next(location):
+    """A fresh run is ours; re-triggered → already-retriggered; failed → ours again."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        assert await history.commit([], claims("a", "b"), POLICY) == [None, None]
+        done = [Retriggered("a", "a-new", '"e1"', 1, 200), Failed("b", 404, "gone", 1)]
+        again = await history.commit(done, claims("a", "b"), POLICY)
+        assert again == [Skipped("a", "already-retriggered", "a-new", '"e1"'), None]
+
+
+async def test_an_intent_without_outcome_is_uncertain_until_asked(location):
+    """A crashed job's intent: uncertain; with --retry-uncertain, once its lease ran out, ours."""
+    async with await History.open(location, org="o", sandbox="s") as first:
+        await first.commit([], claims("x"), ClaimPolicy(lease_s=0))
+    async with await History.open(location, org="o", sandbox="s") as second:
+        [refused] = await second.commit([], claims("x"), POLICY)
+        assert isinstance(refused, Uncertain) and "intent with no outcome" in refused.error
+        retry = ClaimPolicy(retry_uncertain=True)
+        assert await second.commit([], claims("x"), retry) == [None]
+
+
+async def test_a_live_jobs_claim_is_never_taken_over(location):
+    """Another job's unexpired intent is refused even with --retry-uncertain and --again."""
+    async with (
+        await History.open(location, org="o", sandbox="s") as live,
+        await History.open(location, org="o", sandbox="s") as other,
+    ):
+        await live.commit([], claims("held"), POLICY)
+        forceful = ClaimPolicy(retry_uncertain=True, again=True)
+        [refused] = await other.commit([], claims("held"), forceful)
+        assert isinstance(refused, Uncertain) and "re-triggering it now" in refused.error
+
+
+async def test_again_takes_a_retriggered_or_uncertain_run(location):
+    """--again re-triggers what the history says was (maybe) re-triggered."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        await history.commit([], claims("r", "u"), POLICY)
+        settled = [Retriggered("r", "r2", None, 1, 200), Uncertain("u", 502, "bad gateway", 1)]
+        refused = await history.commit(settled, claims("r", "u"), POLICY)
+        assert [type(outcome) for outcome in refused] == [Skipped, Uncertain]
+        assert await history.commit([], claims("r", "u"), ClaimPolicy(again=True)) == [None, None]
+
+
+async def test_lineage_counts_generations_and_stops_at_the_limit(location):
+    """Each new run is its parent's generation + 1; the limit skips the run, naming the original."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        run = "g0"
+        for generation in range(3):
+            assert await history.commit([], claims(run, flow_id="flow-1"), POLICY) == [None]
+            new = f"g{generation + 1}"
+            await history.commit([Retriggered(run, new, None, 1, 200)], [], POLICY)
+            run = new
+        [limit] = await history.commit([], claims("g3"), POLICY)
+        assert limit == Skipped(
+            "g3", "generation-limit", detail="generation 3 of g0: a person should look"
+        )
+        lineage = await history.lineage(["g0", "g2", "unknown"])
+        assert set(lineage) == {"g0", "g2"}
+        assert (lineage["g2"].generation, lineage["g2"].original_run_id) == (2, "g0")
+        assert lineage["g0"].retriggered and lineage["g2"].retriggered
+
+
+async def test_one_history_keeps_orgs_and_sandboxes_apart(location):
+    """The key is (org, sandbox, run_id): the same run ID elsewhere is a different run."""
+    async with await History.open(location, org="o", sandbox="prod") as prod:
+        await prod.commit([], claims("same"), POLICY)
+        await prod.commit([Retriggered("same", "n", None, 1, 200)], [], POLICY)
+    async with await History.open(location, org="o", sandbox="dev") as dev:
+        assert await dev.commit([], claims("same"), POLICY) == [None]
+
+
+async def test_concurrent_jobs_claim_each_run_once(location):
+    """Two jobs claiming the same 200 run IDs at once: every run is granted to exactly one."""
+    ids = [f"run-{n}" for n in range(200)]
+    granted: list[str] = []
+
+    async def job():
+        async with await History.open(location, org="o", sandbox="s") as history:
+            for start in range(0, len(ids), 20):
+                batch = ids[start : start + 20]
+                answers = await history.commit([], claims(*batch), POLICY)
+                granted.extend(
+                    run for run, answer in zip(batch, answers, strict=True) if answer is None
+                )
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(job)
+        tasks.start_soon(job)
+    assert sorted(granted) == sorted(ids)
+
+
+async def test_follow_through_reads_back_chains_and_counts(location):
+    """pending, record_finished, chains and tally: what `status` shows, per original and flow."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        await history.commit([], claims("ok", "bad", "wait", flow_id="f1"), POLICY)
+        await history.commit(
+            [
+                Retriggered("ok", "ok-2", None, 1, 200),
+                Retriggered("bad", "bad-2", None, 1, 200),
+                Retriggered("wait", "wait-2", None, 1, 200),
+            ],
+            [],
+            POLICY,
+        )
+        assert {run.run_id for run in await history.pending()} == {"ok-2", "bad-2", "wait-2"}
+        await history.record_finished("ok-2", status="success", records=12)
+        await history.record_finished("bad-2", status="failed", error="CONNECTOR-1001-500: down")
+        assert [run.run_id for run in await history.pending()] == ["wait-2"]
+        chains = {chain.run_id: chain for chain in await history.chains(since=None, flow_ids=())}
+        assert chains["ok"].latest_run_id == "ok-2" and chains["ok"].latest_status == "success"
+        assert chains["bad"].error == "CONNECTOR-1001-500: down"
+        assert chains["wait"].latest_status == "pending" and chains["wait"].generation == 1
+        assert await history.chains(since=None, flow_ids=("other",)) == []
+        counts = {(c.flow_id, c.error_code): c for c in tally(list(chains.values()))}
+        assert counts["f1", None].recovered == 1 and counts["f1", None].pending == 1
+        assert counts["f1", "CONNECTOR-1001-500"].failed_again == 1
+
+
+async def test_a_newer_schema_is_refused_in_one_line(location):
+    """A history written by a newer bulkretry: a clear usage error, not a guess."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        await history.commit([], claims("a"), POLICY)
+    if location.path is not None:
+        with sqlite3.connect(location.path) as raw:
+            raw.execute("UPDATE bulkretry_schema SET value = '99'")
+    else:
+        import psycopg  # noqa: PLC0415 - PostgreSQL tests only
+
+        with psycopg.connect(location.url.reveal(), autocommit=True) as raw:
+            raw.execute("UPDATE bulkretry_schema SET value = '99'")
+    with pytest.raises(
+        UsageError, match=f"schema version 99, newer .*knows \\({SCHEMA_VERSION}\\)"
+    ):
+        await History.open(location, org="o", sandbox="s")
+
+
+async def test_a_dry_run_creates_nothing(tmp_path):
+    """Opening for reading only: a missing file stays missing and reads as empty."""
+    path = tmp_path / "none" / "history.sqlite3"
+    location = HistoryLocation(path=path)
+    async with await History.open(location, org="o", sandbox="s", write=False) as history:
+        assert await history.peek("a", POLICY) is None
+    assert not path.parent.exists()
+
+
+async def test_a_file_that_is_not_sqlite_is_a_usage_error(tmp_path):
+    """A history path holding something else: one line saying so."""
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(b"not a database at all, just text\n" * 40)
+    with pytest.raises(UsageError, match="not a SQLite database"):
+        await History.open(HistoryLocation(path=path), org="o", sandbox="s")
+
+
+async def test_a_wrong_password_is_one_line_without_the_password(pg_server):
+    """PostgreSQL refusing the password: UsageError naming the history, password masked."""
+    url = pg_server.url(password="wrong-secret-77")
+    with pytest.raises(UsageError) as caught:
+        await History.open(HistoryLocation(url=Secret(url)), org="o", sandbox="s")
+    text = str(caught.value)
+    assert "password authentication failed" in text and "wrong-secret-77" not in text
+    assert "***@127.0.0.1" in text
+
+
+def test_location_comes_from_flag_env_or_xdg(tmp_path):
+    """--history > BULKRETRY_HISTORY > $XDG_STATE_HOME/bulkretry/history.sqlite3; 'off' is None."""
+    env = {"XDG_STATE_HOME": str(tmp_path), "BULKRETRY_HISTORY": "/env/h.db"}
+    assert history_location("off", env) is None
+    assert history_location("/flag.db", env) == HistoryLocation(path=Path("/flag.db"))
+    assert history_location(None, env) == HistoryLocation(path=Path("/env/h.db"))
+    default = history_location(None, {"XDG_STATE_HOME": str(tmp_path)})
+    assert default == HistoryLocation(path=tmp_path / "bulkretry" / "history.sqlite3")
+    url = history_location(None, {"BULKRETRY_HISTORY": "postgresql://u:pw9@h/db"})
+    assert url is not None and "pw9" not in repr(url) and "pw9" not in str(url)
+    with pytest.raises(UsageError, match="mysql://"):
+        history_location("mysql://u@h/db", {})
+
+
+def test_mask_url_hides_passwords_in_both_places():
+    """user:password@ and a password= parameter are both masked."""
+    masked = mask_url("postgresql://me:s3cret@db:5432/x?sslmode=require&password=other")
+    assert "s3cret" not in masked and "other" not in masked
+    assert masked.startswith("postgresql://me:***@db:5432/x")
