@@ -1,9 +1,14 @@
-"""Pure retry policy: what an answer means, whether to try again, and how long to wait.
+"""The one attempt loop: admit, send, judge the answer, wait, and send again or stop.
 
-Only answers that prove the re-trigger was *not* applied are retried (429, 503, failure
-to connect). Everything else is final, because a second re-trigger starts a second
-ingestion. The rules are the contract's table, in one place; the job-wide slow-down
-after 429s lives with the other admission meters, in ``admission.py``.
+Re-triggers, listing pages, IMS token requests and run polling all go through
+``Attempts.run``, so one status policy (the contract's table), one ``Retry-After`` cap and
+one place that tells admission about 429s serve them all. The shape is stamina's
+``retry_context``: the caller names the request, the loop owns the retries.
+
+Only answers that prove a request was *not* applied are retried (429, 503, failure to
+connect). Everything else is final, because a second re-trigger starts a second
+ingestion; a request that is safe to repeat (a token, a GET) says so with
+``retry_uncertain``.
 """
 
 from __future__ import annotations
@@ -12,43 +17,55 @@ import enum
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import Final, Protocol, TypeVar
+
+import anyio
 
 from ._errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
 
+T = TypeVar("T")
+
 _SAFE_STATUSES: Final = frozenset({429, 503})
 MAX_RETRY_AFTER: Final = 300.0
-"""A longer Retry-After ends the run's retries (it stays not applied) instead of parking a
-worker for hours; honouring it means never sending sooner, and we send never."""
+"""A longer Retry-After ends the retries (the request stays not applied) instead of parking
+a worker for hours; honouring it means never sending sooner, and we send never."""
 _SECONDS: Final = re.compile(r"\d+(\.\d+)?")
 
 
-class Verdict(enum.Enum):
-    """What to do after a failed attempt."""
+class Decision(enum.Enum):
+    """What a failed attempt means and what follows it: the policy's one answer."""
 
-    RETRY = "retry"  # certainly not applied: try again after a backoff
-    REAUTH = "reauth"  # 401 with a refreshable token: refresh once, send again
-    UNCERTAIN = "uncertain"  # may have been applied: report, do not resend
-    FAILED = "failed"  # certainly not applied and will not be: report
+    RESEND = "resend"  # a 401 whose token was dropped: send once more, at once
+    RETRY = "retry"  # not applied (or safe to repeat): send again after a backoff
+    REFUSED = "refused"  # final: refused (3xx, 4xx, a second 401), certainly not applied
+    UNCERTAIN = "uncertain"  # final: the request may have been applied
+    EXHAUSTED = "exhausted"  # final: worth retrying, but no attempt (or patience) is left
+
+    @property
+    def final(self) -> bool:
+        """Whether the loop ends here."""
+        return self not in {Decision.RESEND, Decision.RETRY}
 
 
-def classify(error: BulkRetryError, *, refreshable: bool) -> Verdict:
-    """Map one attempt's error to a verdict, per the contract's table."""
+def classify(error: BulkRetryError, *, refreshable: bool) -> Decision:
+    """The contract's table: what one attempt's error means, before any limit applies."""
     if isinstance(error, ConnectError):
-        return Verdict.RETRY
+        return Decision.RETRY
     if isinstance(error, ConnectionLostError):
-        return Verdict.UNCERTAIN
+        return Decision.UNCERTAIN
     if isinstance(error, APIError):
         status = error.status
         if status in _SAFE_STATUSES:
-            return Verdict.RETRY
+            return Decision.RETRY
         if status == 401 and refreshable:
-            return Verdict.REAUTH
+            return Decision.RESEND
         if 200 <= status < 300 or status >= 500:
-            return Verdict.UNCERTAIN
-    return Verdict.FAILED
+            return Decision.UNCERTAIN
+    return Decision.REFUSED
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -67,7 +84,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Backoff:
     """Exponential backoff with full jitter, floored by ``Retry-After``.
 
@@ -86,40 +103,193 @@ class Backoff:
         return max(jittered, retry_after or 0.0)
 
 
-class Step(enum.Enum):
-    """What follows a failed attempt."""
-
-    AGAIN_NOW = "again-now"  # a 401 whose token was just renewed: send once more at once
-    AGAIN_LATER = "again-later"  # not applied (or --retry-uncertain): after a backoff
-    STOP = "stop"  # the outcome is final
-
-
-@dataclass(slots=True)
-class Attempts:
-    """One unit of work's attempts: after each error, whether and when to try again.
-
-    Shared by re-triggers and listing pages, so both follow the contract's table alike.
-    """
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """How hard one unit of work is tried; shared by every unit of a job."""
 
     limit: int
-    refreshable: bool
-    retry_uncertain: bool = False
-    made: int = 0
-    reauthorized: bool = False
-    uncertain: bool = False  # some attempt may have been applied: the end can never be "failed"
+    refreshable: bool = False
+    retry_uncertain: bool = False  # the request is safe to repeat, or the user said so
+    backoff: Backoff = field(default_factory=Backoff)
 
-    def after(self, error: BulkRetryError) -> tuple[Verdict, Step, float]:
-        """The verdict on ``error``, the next step, and the least wait before it."""
-        verdict = classify(error, refreshable=self.refreshable and not self.reauthorized)
-        if verdict is Verdict.REAUTH:
-            self.reauthorized = True
-            if self.made >= self.limit:
-                return Verdict.FAILED, Step.STOP, 0.0
-            return verdict, Step.AGAIN_NOW, 0.0
-        if verdict is Verdict.UNCERTAIN:
-            self.uncertain = True
-        retry_after = error.retry_after if isinstance(error, APIError) else None
-        again = verdict is Verdict.RETRY or (verdict is Verdict.UNCERTAIN and self.retry_uncertain)
-        if not again or self.made >= self.limit or (retry_after or 0.0) > MAX_RETRY_AFTER:
-            return verdict, Step.STOP, 0.0
-        return verdict, Step.AGAIN_LATER, retry_after or 0.0
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """One failed attempt, judged."""
+
+    error: BulkRetryError
+    decision: Decision
+    attempts: int  # made so far, this one included
+    maybe_applied: bool  # some attempt so far may have been applied: never "failed" after
+    wait: float = 0.0  # before the next attempt, when the decision is RETRY
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status, when there was an answer."""
+        return self.error.status if isinstance(self.error, APIError) else None
+
+    def describe(self) -> str:
+        """The error's words, and why the retries ended when a Retry-After ended them."""
+        text = str(self.error)
+        retry_after = _retry_after(self.error)
+        if self.decision is Decision.EXHAUSTED and (retry_after or 0.0) > MAX_RETRY_AFTER:
+            text += f" (asked to wait {retry_after:.0f}s, over the {MAX_RETRY_AFTER:.0f}s limit)"
+        return text
+
+
+class GaveUp(Exception):  # noqa: N818 - says what happened, like stamina's names
+    """The loop ended without a value; ``failure`` is the last attempt's (None: none sent)."""
+
+    def __init__(self, failure: Failure | None) -> None:
+        self.failure = failure
+        super().__init__(failure.describe() if failure else "nothing was sent")
+
+
+class NotSent(Exception):  # noqa: N818 - a signal between the request and the loop
+    """Raised by a request that chose not to send (say, its intent could not be recorded)."""
+
+
+class Gate(Protocol):
+    """Admission as the loop sees it: wait before a request, hear how it was answered."""
+
+    @property
+    def free(self) -> bool:
+        """True when ``wait`` would return at once."""
+
+    async def wait(self) -> None:
+        """Return when the next request may start."""
+
+    def answered(self, *, throttled: bool) -> None:
+        """An answer came; ``throttled`` when it was a 429."""
+
+
+class Interrupter(Protocol):
+    """A job-wide stop that cuts waits short but never a request already sent."""
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the stop was requested."""
+
+    def interruptible(self) -> AbstractContextManager[anyio.CancelScope]:
+        """A scope that the stop cancels."""
+
+
+class Attempts:
+    """One unit of work's attempts: ``await Attempts(policy, ...).run(request)``.
+
+    ``ready`` is asked before each wait for admission: False ends the loop without waiting
+    (a tripped breaker); the request itself raises ``NotSent`` to end it without sending.
+    ``on_failure`` hears every failed attempt, final or not, before any backoff.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        gate: Gate | None = None,
+        stopper: Interrupter | None = None,
+        ready: Callable[[], bool] | None = None,
+        on_failure: Callable[[Failure], object] | None = None,
+    ) -> None:
+        self._policy = policy
+        self._gate = gate
+        self._stopper = stopper
+        self._ready = ready or _always
+        self._on_failure = on_failure
+        self.made = 0
+        self._resent = False
+        self._maybe_applied = False
+
+    async def run(self, request: Callable[[], Awaitable[T]]) -> T:
+        """The request's value; ``GaveUp`` with the last failure when there is none."""
+        last: Failure | None = None
+        while True:
+            if not (self._ready() and await self._admit()):
+                raise GaveUp(last)
+            self.made += 1
+            try:
+                value = await request()
+            except NotSent:
+                self.made -= 1  # nothing left: not an attempt
+                raise GaveUp(last) from None
+            except BulkRetryError as error:
+                last = self._judge(error)
+                if self._on_failure is not None:
+                    self._on_failure(last)
+                if last.decision.final:
+                    raise GaveUp(last) from error
+                if last.decision is Decision.RETRY and not await self._sleep(last.wait):
+                    raise GaveUp(last) from error
+            else:
+                if self._gate is not None:
+                    self._gate.answered(throttled=False)
+                return value
+
+    def _judge(self, error: BulkRetryError) -> Failure:
+        """Apply the table and the limits to ``error``; tell admission what the answer says."""
+        policy = self._policy
+        decision = classify(error, refreshable=policy.refreshable and not self._resent)
+        self._maybe_applied |= decision is Decision.UNCERTAIN
+        self._feed(error, decision)
+        retry_after = _retry_after(error)
+        left = self.made < policy.limit
+        if decision is Decision.RESEND:
+            self._resent = True
+            decision = Decision.RESEND if left else Decision.REFUSED
+        elif decision is Decision.RETRY or (
+            decision is Decision.UNCERTAIN and policy.retry_uncertain
+        ):
+            patient = (retry_after or 0.0) <= MAX_RETRY_AFTER
+            decision = Decision.RETRY if left and patient else Decision.EXHAUSTED
+        wait = policy.backoff.delay(self.made, retry_after) if decision is Decision.RETRY else 0.0
+        return Failure(
+            error=error,
+            decision=decision,
+            attempts=self.made,
+            maybe_applied=self._maybe_applied,
+            wait=wait,
+        )
+
+    def _feed(self, error: BulkRetryError, decision: Decision) -> None:
+        """The one place admission hears about answers: a 429 slows the job, a final one speeds it.
+
+        Answers that say nothing about load leave it alone: a 503 or a failure to connect
+        (retried), and a 401 that only wants a new token.
+        """
+        if self._gate is None:
+            return
+        if isinstance(error, APIError) and error.status == 429:
+            self._gate.answered(throttled=True)
+        elif decision in {Decision.REFUSED, Decision.UNCERTAIN}:
+            self._gate.answered(throttled=False)
+
+    async def _admit(self) -> bool:
+        """Wait for admission; False when the job was stopped meanwhile."""
+        stopper = self._stopper
+        if self._gate is None or self._gate.free:  # the common unlimited case: no checkpoint
+            if self._gate is not None:
+                await self._gate.wait()
+            return stopper is None or not stopper.stopped
+        if stopper is None:
+            await self._gate.wait()
+            return True
+        with stopper.interruptible() as scope:
+            await self._gate.wait()
+        return not scope.cancelled_caught
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Back off; False when a stop cut the wait short."""
+        if self._stopper is None:
+            await anyio.sleep(seconds)
+            return True
+        with self._stopper.interruptible() as scope:
+            await anyio.sleep(seconds)
+        return not scope.cancelled_caught
+
+
+def _always() -> bool:
+    return True
+
+
+def _retry_after(error: BulkRetryError) -> float | None:
+    return error.retry_after if isinstance(error, APIError) else None

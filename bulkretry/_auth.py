@@ -14,8 +14,8 @@ import aiohttp
 import anyio
 import orjson
 
-from ._attempts import Backoff, parse_retry_after
-from ._errors import AuthError
+from ._attempts import Attempts, Backoff, GaveUp, Policy, parse_retry_after
+from ._errors import APIError, AuthError, ConnectError
 from ._settings import ClientCredentials
 from ._text import Secret, scrub
 
@@ -24,8 +24,6 @@ _MARGIN_MAX: Final = 300.0
 """Refresh at most this many seconds before expiry (10 % of the lifetime when shorter)."""
 _RETRY_LATER: Final = 5.0
 """After a failed early refresh, keep using the still-valid token this long, then try again."""
-_MAX_IMS_WAIT: Final = 60.0
-"""A longer ``Retry-After`` from IMS ends the fetch now instead of hanging the job silently."""
 
 
 class TokenSource(Protocol):
@@ -96,8 +94,7 @@ class ImsTokens:
     ) -> None:
         self._session = session
         self._credentials = credentials
-        self._attempts = attempts
-        self._backoff = backoff or Backoff()
+        self._policy = Policy(limit=attempts, retry_uncertain=True, backoff=backoff or Backoff())
         self._lock = anyio.Lock()
         self._token: Secret | None = None
         self._refresh_at = -math.inf
@@ -167,40 +164,47 @@ class ImsTokens:
         self._fetches += 1
 
     async def _request_token(self) -> tuple[str, float]:
-        """POST the client-credentials form; retry 429, 5xx and connection failures only."""
-        error = "no answer"
-        for attempt in range(1, self._attempts + 1):
-            retry_after = None
-            try:
-                async with self._session.post(
-                    self._credentials.ims_url, data=self._form(), allow_redirects=False
-                ) as response:
-                    body = await response.read()
-                    status = response.status
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = self._scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": "))
-            else:
-                if 200 <= status < 300:
-                    return self._accept(body)
-                error = f"HTTP {status}: {self._scrub(_ims_error(body))}"
-                if 400 <= status < 500 and status != 429:
-                    raise AuthError(
-                        f"IMS refused the credentials ({error}): check AEP_CLIENT_ID, "
-                        "AEP_CLIENT_SECRET and AEP_SCOPES in the Developer Console"
-                    )
-                if status < 400:
-                    raise AuthError(
-                        f"IMS answered {error} (redirects are not followed): "
-                        "check --ims-url or AEP_IMS_TOKEN_URL"
-                    )
-                if retry_after is not None and retry_after > _MAX_IMS_WAIT:
-                    raise AuthError(
-                        f"IMS is busy ({error}) and asks to wait {retry_after:.0f} s: try later"
-                    )
-            if attempt < self._attempts:
-                await anyio.sleep(self._backoff.delay(attempt, retry_after))
-        raise AuthError(f"cannot get a token from IMS at {self._credentials.ims_url}: {error}")
+        """POST the client-credentials form through the attempt loop.
+
+        A token request is safe to repeat, so 5xx answers and lost connections are retried
+        too (``retry_uncertain``); a refusal or a redirect ends it at once.
+        """
+        try:
+            return await Attempts(self._policy).run(self._post_form)
+        except GaveUp as end:
+            if end.failure is not None and isinstance(end.failure.error, AuthError):
+                raise end.failure.error from None
+            url = self._credentials.ims_url
+            raise AuthError(f"cannot get a token from IMS at {url}: {end}") from None
+
+    async def _post_form(self) -> tuple[str, float]:
+        """One token request: the token, or the error the attempt loop judges."""
+        try:
+            async with self._session.post(
+                self._credentials.ims_url, data=self._form(), allow_redirects=False
+            ) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Which of the two does not matter here: a token request is repeated either way.
+            raise ConnectError(
+                self._scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": "))
+            ) from exc
+        if 200 <= status < 300:
+            return self._accept(body)
+        error = f"HTTP {status}: {self._scrub(_ims_error(body))}"
+        if 400 <= status < 500 and status != 429:
+            raise AuthError(
+                f"IMS refused the credentials ({error}): check AEP_CLIENT_ID, "
+                "AEP_CLIENT_SECRET and AEP_SCOPES in the Developer Console"
+            )
+        if status < 400:
+            raise AuthError(
+                f"IMS answered {error} (redirects are not followed): "
+                "check --ims-url or AEP_IMS_TOKEN_URL"
+            )
+        raise APIError(status, None, error, retry_after=retry_after)
 
     def _form(self) -> dict[str, str]:
         return {

@@ -19,8 +19,8 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from ._admission import Admission
-from ._attempts import Attempts, Backoff, Step
-from ._errors import APIError, BulkRetryError, UsageError
+from ._attempts import Attempts, Backoff, GaveUp, Policy
+from ._errors import UsageError
 from ._runs import run_state
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ class Lister:
     ) -> None:
         self._client = client
         self._settings = settings
-        self._backoff = backoff or Backoff()
+        self._policy = Policy(
+            limit=settings.max_attempts,
+            refreshable=client.tokens.refreshable,
+            backoff=backoff or Backoff(),
+        )
         self._admission = Admission(settings.rate)
         self._tasks = anyio.create_task_group()
         self._send, self._receive = anyio.create_memory_object_stream[RunRecord](256)
@@ -175,8 +179,8 @@ class Lister:
             while url is not None:
                 try:
                     page = await self._page(url, params)
-                except BulkRetryError as error:
-                    self.errors.append(f"flow {flow_id}: {_describe(error)}")
+                except GaveUp as end:
+                    self.errors.append(f"flow {flow_id}: {_describe(end)}")
                     return
                 for run in _items(page):
                     if run.get("flowId", flow_id) != flow_id or not _not_before(run, since_ms):
@@ -189,30 +193,18 @@ class Lister:
                 params = [] if url is None or "property=" in url else filters
 
     async def _page(self, url: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
-        attempts = Attempts(self._settings.max_attempts, self._client.tokens.refreshable)
-        while True:
-            attempts.made += 1
-            await self._admission.wait()
-            try:
-                page = await self._client.get_json(url, params)
-            except BulkRetryError as error:
-                _, step, floor = attempts.after(error)
-                if step is Step.STOP:
-                    raise
-                if step is Step.AGAIN_LATER:
-                    if isinstance(error, APIError) and error.status == 429:
-                        self._admission.answered(throttled=True)
-                    await anyio.sleep(self._backoff.delay(attempts.made, floor or None))
-            else:
-                self._admission.answered(throttled=False)
-                self.pages += 1
-                return page
+        page = await Attempts(self._policy, gate=self._admission).run(
+            lambda: self._client.get_json(url, params)
+        )
+        self.pages += 1
+        return page
 
 
-def _describe(error: BulkRetryError) -> str:
-    text = str(error)
-    if isinstance(error, APIError) and error.status >= 300 and not text.startswith("HTTP "):
-        text = f"HTTP {error.status} {text}"
+def _describe(end: GaveUp) -> str:
+    text = str(end)
+    status = end.failure.status if end.failure else None
+    if status is not None and status >= 300 and not text.startswith("HTTP "):
+        text = f"HTTP {status} {text}"
     return text
 
 

@@ -25,7 +25,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._admission import Admission
-from ._attempts import MAX_RETRY_AFTER, Attempts, Backoff, Step, Verdict
+from ._attempts import Attempts, Backoff, Decision, Failure, GaveUp, NotSent, Policy
 from ._dedup import SeenIds
 from ._errors import APIError, AuthError, BulkRetryError, JournalError
 from ._journal import Journal, Record
@@ -34,7 +34,7 @@ from ._settings import JobSettings
 from ._sources import check_run_id
 
 if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
-    from ._flowservice import FlowService
+    from ._flowservice import Accepted, FlowService
 
 _log = logging.getLogger(__name__)
 
@@ -108,7 +108,12 @@ class Pipeline:
         self._client = client
         self._journal = journal
         self._previous = previous or {}
-        self._backoff = backoff or Backoff()
+        self._policy = Policy(
+            limit=settings.max_attempts,
+            refreshable=client is not None and client.tokens.refreshable,
+            retry_uncertain=settings.retry_uncertain,
+            backoff=backoff or Backoff(),
+        )
         self._admission = Admission(settings.rate)
         self._seen = SeenIds()
         self._refusals = 0
@@ -162,23 +167,33 @@ class Pipeline:
         if isinstance(checked, Skipped):
             return checked
         if not self._seen.add(item):
-            return Skipped(item, "duplicate")
+            return Skipped(run_id=item, reason="duplicate")
         if (record := self._previous.get(item)) is not None:
             resumed = self._resume(item, record)
             if resumed is not None:
                 return resumed
         if self.settings.dry_run:
-            return Planned(item)
+            return Planned(run_id=item)
         if self.stopper.stopped:
-            return Skipped(item, "interrupted")
+            return Skipped(run_id=item, reason="interrupted")
         return None
 
     def _resume(self, run_id: str, record: Record) -> Outcome | None:
         if record.state == "retriggered":
-            return Skipped(run_id, "already-retriggered", record.new_run_id or "", record.etag)
+            return Skipped(
+                run_id=run_id,
+                reason="already-retriggered",
+                new_run_id=record.new_run_id or "",
+                etag=record.etag,
+            )
         if record.state == "failed" or self.settings.retry_uncertain:
             return None
-        return Uncertain(run_id, record.status, record.error or _NOT_APPLIED_ON_RESUME, 0)
+        return Uncertain(
+            run_id=run_id,
+            status=record.status,
+            error=record.error or _NOT_APPLIED_ON_RESUME,
+            attempts=0,
+        )
 
     async def _worker(self, work: MemoryObjectReceiveStream[str], emit: Emit) -> None:
         async with work:
@@ -187,53 +202,44 @@ class Pipeline:
 
     async def _settle(self, run_id: str) -> Outcome:
         """Attempt ``run_id`` until it has a final outcome."""
-        assert self._client is not None
-        attempts = Attempts(
-            self.settings.max_attempts,
-            refreshable=self._client.tokens.refreshable,
-            retry_uncertain=self.settings.retry_uncertain,
-        )
-        last: Outcome | None = None
-        while True:
-            if self._fatal is None and not await self._admit():  # a tripped breaker: no wait
-                return last or Skipped(run_id, "interrupted")
-            if self._fatal is not None:
-                return last or Failed(run_id, None, f"not attempted: {self._fatal}", 0)
-            if not self._intend(run_id):  # no durable intent, no request
-                return last or Skipped(run_id, "interrupted")
-            attempts.made += 1
-            try:
-                accepted = await self._client.retrigger(run_id)
-            except BulkRetryError as error:
-                verdict, step, floor = attempts.after(error)
-                outcome = self._judge(run_id, error, verdict, attempts)
-            else:
-                self._admission.answered(throttled=False)
-                self._refusals = 0
-                return self._final(
-                    Retriggered(
-                        run_id, accepted.new_run_id, accepted.etag, attempts.made, accepted.status
-                    )
-                )
-            last = self._final(outcome)  # settled: a crash before the next attempt is safe
-            if step is Step.STOP:
-                return last
-            if step is Step.AGAIN_LATER:
-                delay = self._backoff.delay(attempts.made, floor or None)
-                _log.debug(
-                    "%s: attempt %d failed (%s); next in %.2fs",
-                    run_id,
-                    attempts.made,
-                    outcome.error,
-                    delay,
-                )
-                with self.stopper.interruptible() as scope:
-                    await anyio.sleep(delay)
-                if scope.cancelled_caught:
-                    return last
+        client = self._client
+        assert client is not None
 
-    def _intend(self, run_id: str) -> bool:
-        """Journal the intent; False (and the job stops) when it cannot be written."""
+        async def send() -> Accepted:
+            if self._fatal is not None or not self._record_intent(run_id):
+                raise NotSent  # no durable intent, or a tripped breaker: no request
+            return await client.retrigger(run_id)
+
+        attempts = Attempts(
+            self._policy,
+            gate=self._admission,
+            stopper=self.stopper,
+            ready=lambda: self._fatal is None,  # a tripped breaker answers at once, no wait
+            on_failure=lambda failure: self._failed_attempt(run_id, failure),
+        )
+        try:
+            accepted = await attempts.run(send)
+        except GaveUp as end:
+            if end.failure is not None:  # stopped between attempts, or a final failure
+                return _failure_outcome(run_id, end.failure)
+            if self._fatal is not None:
+                return Failed(
+                    run_id=run_id, status=None, error=f"not attempted: {self._fatal}", attempts=0
+                )
+            return Skipped(run_id=run_id, reason="interrupted")
+        self._refusals = 0
+        return self._record_outcome(
+            Retriggered(
+                run_id=run_id,
+                new_run_id=accepted.new_run_id,
+                etag=accepted.etag,
+                attempts=attempts.made,
+                status=accepted.status,
+            )
+        )
+
+    def _record_intent(self, run_id: str) -> bool:
+        """Intent before send: journal it; False (and the job stops) when it cannot be written."""
         if self._journal is not None:
             try:
                 self._journal.intent(run_id)
@@ -242,39 +248,32 @@ class Pipeline:
                 return False
         return True
 
-    async def _admit(self) -> bool:
-        """Wait for the gate; False when the job was stopped meanwhile."""
-        if self._admission.free:  # the common unlimited case: no scope, no wait
-            await self._admission.wait()  # returns at once: no checkpoint
-            return not self.stopper.stopped
-        with self.stopper.interruptible() as scope:
-            await self._admission.wait()
-        return not scope.cancelled_caught
+    def _record_outcome(self, outcome: Retriggered | Failed | Uncertain) -> Outcome:
+        """Outcome after: journal it; a journal that fails stops the job, the outcome stands."""
+        if self._journal is not None:
+            try:
+                self._journal.outcome(outcome)
+            except JournalError as error:  # the outcome is still reported; nothing more is sent
+                self.stopper.stop(str(error))
+        return outcome
 
-    def _judge(
-        self, run_id: str, error: BulkRetryError, verdict: Verdict, attempts: Attempts
-    ) -> Failed | Uncertain:
-        """The outcome of a failed attempt; also tells the slow-down and the breaker.
+    def _failed_attempt(self, run_id: str, failure: Failure) -> None:
+        """Record a failed attempt's outcome and tell the breaker about refusals.
 
-        Once any attempt may have been applied, the run is ``uncertain`` to the end: a later
-        safe failure must not turn it into "failed", which a resume would send again.
+        Recorded at once: a crash before the next attempt finds the run settled.
         """
-        status = error.status if isinstance(error, APIError) else None
-        text = str(error)
-        if verdict is Verdict.RETRY:
-            if status == 429:
-                self._admission.answered(throttled=True)
-            retry_after = error.retry_after if isinstance(error, APIError) else None
-            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                limit = f"over the {MAX_RETRY_AFTER:.0f}s limit"
-                text += f" (asked to wait {retry_after:.0f}s, {limit})"
-        elif verdict is not Verdict.REAUTH:
-            self._admission.answered(throttled=False)
-        if verdict is Verdict.FAILED:
-            self._count_refusal(_refuses_the_job(error), text)
-        if attempts.uncertain:
-            return Uncertain(run_id, status, text, attempts.made)
-        return Failed(run_id, status, text, attempts.made)
+        if failure.decision is Decision.REFUSED:
+            self._count_refusal(_refuses_the_job(failure.error), failure.describe())
+        outcome = _failure_outcome(run_id, failure)
+        if not failure.decision.final:
+            _log.debug(
+                "%s: attempt %d failed (%s); next in %.2fs",
+                run_id,
+                failure.attempts,
+                outcome.error,
+                failure.wait,
+            )
+        self._record_outcome(outcome)
 
     def _count_refusal(self, job_wide: bool, text: str) -> None:  # noqa: FBT001 - a fact, not a flag
         """Trip the breaker after repeated refusals of the caller: the rest would be refused too."""
@@ -286,13 +285,20 @@ class Pipeline:
         else:
             self._refusals = 0
 
-    def _final(self, outcome: Retriggered | Failed | Uncertain) -> Outcome:
-        if self._journal is not None:
-            try:
-                self._journal.outcome(outcome)
-            except JournalError as error:  # the outcome is still reported; nothing more is sent
-                self.stopper.stop(str(error))
-        return outcome
+
+def _failure_outcome(run_id: str, failure: Failure) -> Failed | Uncertain:
+    """``uncertain`` once any attempt may have been applied, else ``failed``.
+
+    A later safe failure must not turn a maybe-applied run into "failed", which a resume
+    would send again.
+    """
+    kind = Uncertain if failure.maybe_applied else Failed
+    return kind(
+        run_id=run_id,
+        status=failure.status,
+        error=failure.describe(),
+        attempts=failure.attempts,
+    )
 
 
 def _refuses_the_job(error: BulkRetryError) -> bool:

@@ -1,4 +1,6 @@
+import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -6,32 +8,47 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry._attempts import Attempts, Backoff, Step, Verdict, classify, parse_retry_after
-from bulkretry._errors import APIError, ConnectError, ConnectionLostError, UsageError
+from bulkretry._attempts import (
+    Attempts,
+    Backoff,
+    Decision,
+    Failure,
+    GaveUp,
+    Policy,
+    classify,
+    parse_retry_after,
+)
+from bulkretry._errors import (
+    APIError,
+    BulkRetryError,
+    ConnectError,
+    ConnectionLostError,
+    UsageError,
+)
 
 
 @pytest.mark.parametrize(
-    ("error", "refreshable", "verdict"),
+    ("error", "refreshable", "decision"),
     [
-        (ConnectError("refused"), False, Verdict.RETRY),
-        (ConnectionLostError("dropped"), False, Verdict.UNCERTAIN),
-        (APIError(429, "429050", "Too many requests"), False, Verdict.RETRY),
-        (APIError(503, None, "unavailable"), False, Verdict.RETRY),
-        (APIError(500, None, "boom"), False, Verdict.UNCERTAIN),
-        (APIError(502, None, "bad gateway"), False, Verdict.UNCERTAIN),
-        (APIError(504, None, "gateway timeout"), False, Verdict.UNCERTAIN),
-        (APIError(200, None, "not JSON"), False, Verdict.UNCERTAIN),
-        (APIError(401, "401013", "bad token"), True, Verdict.REAUTH),
-        (APIError(401, "401013", "bad token"), False, Verdict.FAILED),
-        (APIError(403, "403025", "Profile is not valid"), True, Verdict.FAILED),
-        (APIError(404, None, "no such run"), False, Verdict.FAILED),
-        (APIError(302, None, "redirect"), False, Verdict.FAILED),
-        (UsageError("not an HTTP error"), False, Verdict.FAILED),
+        (ConnectError("refused"), False, Decision.RETRY),
+        (ConnectionLostError("dropped"), False, Decision.UNCERTAIN),
+        (APIError(429, "429050", "Too many requests"), False, Decision.RETRY),
+        (APIError(503, None, "unavailable"), False, Decision.RETRY),
+        (APIError(500, None, "boom"), False, Decision.UNCERTAIN),
+        (APIError(502, None, "bad gateway"), False, Decision.UNCERTAIN),
+        (APIError(504, None, "gateway timeout"), False, Decision.UNCERTAIN),
+        (APIError(200, None, "not JSON"), False, Decision.UNCERTAIN),
+        (APIError(401, "401013", "bad token"), True, Decision.RESEND),
+        (APIError(401, "401013", "bad token"), False, Decision.REFUSED),
+        (APIError(403, "403025", "Profile is not valid"), True, Decision.REFUSED),
+        (APIError(404, None, "no such run"), False, Decision.REFUSED),
+        (APIError(302, None, "redirect"), False, Decision.REFUSED),
+        (UsageError("not an HTTP error"), False, Decision.REFUSED),
     ],
 )
-def test_contract_classification_table(error, refreshable, verdict):
+def test_contract_classification_table(error, refreshable, decision):
     """Each answer is classed exactly as the contract's table says."""
-    assert classify(error, refreshable=refreshable) is verdict
+    assert classify(error, refreshable=refreshable) is decision
 
 
 def test_retry_after_in_seconds_and_as_a_date():
@@ -67,35 +84,76 @@ def test_zero_base_means_zero_waits():
     assert Backoff(base=0).delay(3, retry_after=2.0) == 2.0
 
 
-def test_attempts_follow_the_table_and_the_limit():
+def scripted(*answers: BulkRetryError | str) -> Callable[[], Awaitable[str]]:
+    """A request that raises or returns the next answer of a script, in order."""
+    script = list(answers)
+
+    async def request() -> str:
+        answer = script.pop(0)
+        if isinstance(answer, BulkRetryError):
+            raise answer
+        return answer
+
+    return request
+
+
+async def judged(policy: Policy, *answers: BulkRetryError | str) -> list[Failure]:
+    """Run a scripted request through the loop; the failures it judged, in order."""
+    failures: list[Failure] = []
+    with contextlib.suppress(GaveUp):
+        await Attempts(policy, on_failure=failures.append).run(scripted(*answers))
+    return failures
+
+
+def steps(failures: list[Failure]) -> list[tuple[Decision, float]]:
+    """What followed each failed attempt, and the wait before the next."""
+    return [(failure.decision, failure.wait) for failure in failures]
+
+
+@pytest.mark.anyio
+async def test_attempts_follow_the_table_and_the_limit():
     """Safe errors go again until the limit; uncertain and refused ones stop at once."""
-    attempts = Attempts(limit=3, refreshable=False)
-    steps = []
-    for _ in range(3):
-        attempts.made += 1
-        steps.append(attempts.after(APIError(503, None, "busy", retry_after=2.0))[1:])
-    assert steps == [(Step.AGAIN_LATER, 2.0), (Step.AGAIN_LATER, 2.0), (Step.STOP, 0.0)]
-    assert Attempts(3, refreshable=False, made=1).after(ConnectionLostError("x"))[1] is Step.STOP
-    assert Attempts(3, refreshable=False, made=1).after(APIError(404, None, "no"))[1] is Step.STOP
+    busy = APIError(503, None, "busy", retry_after=0.01)
+    three = Policy(limit=3, backoff=Backoff(base=0))
+    assert steps(await judged(three, busy, busy, busy)) == [
+        (Decision.RETRY, 0.01),
+        (Decision.RETRY, 0.01),
+        (Decision.EXHAUSTED, 0.0),
+    ]
+    assert steps(await judged(three, ConnectionLostError("x"))) == [(Decision.UNCERTAIN, 0.0)]
+    assert steps(await judged(three, APIError(404, None, "no"))) == [(Decision.REFUSED, 0.0)]
 
 
-def test_a_401_with_oauth_goes_again_once_within_the_limit():
+@pytest.mark.anyio
+async def test_a_401_with_oauth_goes_again_once_within_the_limit():
     """A renewed token earns one more send at once; a second 401, or no attempt left, is final."""
-    attempts = Attempts(limit=3, refreshable=True, made=1)
-    assert attempts.after(APIError(401, "401013", "expired")) == (
-        Verdict.REAUTH,
-        Step.AGAIN_NOW,
-        0.0,
-    )
-    attempts.made += 1
-    assert attempts.after(APIError(401, "401013", "expired"))[:2] == (Verdict.FAILED, Step.STOP)
-    last = Attempts(limit=1, refreshable=True, made=1)
-    assert last.after(APIError(401, "401013", "expired"))[:2] == (Verdict.FAILED, Step.STOP)
+    expired = APIError(401, "401013", "expired")
+    refreshable = Policy(limit=3, refreshable=True)
+    assert steps(await judged(refreshable, expired, expired)) == [
+        (Decision.RESEND, 0.0),
+        (Decision.REFUSED, 0.0),
+    ]
+    last = Policy(limit=1, refreshable=True)
+    assert steps(await judged(last, expired)) == [(Decision.REFUSED, 0.0)]
 
 
-def test_retry_uncertain_and_overlong_retry_after():
+@pytest.mark.anyio
+async def test_retry_uncertain_and_overlong_retry_after():
     """--retry-uncertain resends a 500; a Retry-After over the limit ends the retries."""
-    uncertain = Attempts(3, refreshable=False, retry_uncertain=True, made=1)
-    assert uncertain.after(APIError(500, None, "boom"))[1] is Step.AGAIN_LATER
-    throttled = Attempts(3, refreshable=False, made=1)
-    assert throttled.after(APIError(429, None, "slow", retry_after=3600.0))[1] is Step.STOP
+    uncertain = Policy(limit=3, retry_uncertain=True, backoff=Backoff(base=0))
+    failures = await judged(uncertain, APIError(500, None, "boom"), "new-run")
+    assert steps(failures) == [(Decision.RETRY, 0.0)]
+    assert failures[0].maybe_applied
+    slow = APIError(429, None, "slow", retry_after=3600.0)
+    [throttled] = await judged(Policy(limit=3), slow)
+    assert throttled.decision is Decision.EXHAUSTED
+    assert throttled.describe() == "slow (asked to wait 3600s, over the 300s limit)"
+
+
+@pytest.mark.anyio
+async def test_the_loop_returns_the_value_and_counts_attempts():
+    """A success after safe failures is returned, with every attempt counted."""
+    request = scripted(ConnectError("refused"), APIError(503, None, "busy"), "value")
+    attempts = Attempts(Policy(limit=5, backoff=Backoff(base=0)))
+    assert await attempts.run(request) == "value"
+    assert attempts.made == 3
