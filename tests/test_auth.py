@@ -449,7 +449,7 @@ async def test_ims_429_is_retried_no_sooner_than_retry_after():
     assert emulator.stats.token_requests == 2
 
 
-async def test_an_ims_retry_after_beyond_a_minute_is_an_auth_error_at_once():
+async def test_an_ims_retry_after_beyond_the_limit_is_an_auth_error_at_once():
     """IMS asking for an hour's wait ends the fetch now rather than hanging the job."""
     async with (
         scripted_ims((429, {"error": "too_many"}, {"Retry-After": "3600"})) as ims,
@@ -457,6 +457,18 @@ async def test_an_ims_retry_after_beyond_a_minute_is_an_auth_error_at_once():
     ):
         with pytest.raises(AuthError, match="3600"):
             await tokens.token()
+    assert len(ims.forms) == 1
+
+
+async def test_an_ims_retry_after_within_the_limit_is_waited_out():
+    """IMS has the same 300 s Retry-After cap as Flow Service: two minutes are waited out."""
+    async with (
+        scripted_ims((429, {"error": "too_many"}, {"Retry-After": "120"})) as ims,
+        ims_tokens(ims.url) as tokens,
+    ):
+        with anyio.move_on_after(0.3) as scope:
+            await tokens.token()
+    assert scope.cancelled_caught  # still waiting: no AuthError
     assert len(ims.forms) == 1
 
 
