@@ -6,7 +6,13 @@ user's own structlog setup is left alone, and two jobs in one process do not col
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import io
+import os
+import select
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
@@ -26,6 +32,8 @@ _MIN_SECRET: Final = 8
 BATCH: Final = 256
 """Lines after which the job stops to write them out (``Report.drain``)."""
 _HARD_LIMIT: Final = 4 * BATCH
+_ABANDON_WAIT: Final = 0.5
+"""Seconds a second signal waits for a piece being written (a stopped reader: not at all)."""
 
 
 def _head(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -67,18 +75,25 @@ class Redactor:
 
 
 class _Lines:
-    """A structlog logger that collects rendered lines and writes them in batches.
+    """A structlog logger that collects rendered lines and writes them whole.
 
     structlog's ``BytesLogger`` flushes every line: one syscall per run ID. Here lines
     wait in a batch; ``Report.drain`` writes it from a thread (a slow reader of stdout then
     holds back the job, never the event loop), and ``flush`` writes it in place.
+
+    Whole lines only: into a pipe, a batch goes in line-aligned pieces of at most
+    ``PIPE_BUF`` bytes, each written atomically, so the reader never sees half a line even
+    when the process exits mid-batch; into a regular file, a write cut short by a full disk
+    is cut back to its last whole line.
     """
 
-    __slots__ = ("_out", "_pending")
+    __slots__ = ("_gate", "_out", "_pending", "_piece")
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self._pending: list[bytes] = []
+        self._gate = threading.Lock()  # one piece at a time; kept for good by ``abandon``
+        self._piece = 0 if _is_regular(out) else select.PIPE_BUF
 
     def msg(self, message: bytes) -> None:
         self._pending.append(message)
@@ -101,16 +116,65 @@ class _Lines:
         return block
 
     def write(self, block: bytes) -> None:
+        """Write ``block`` (whole lines) or raise ``OutputError`` having written whole lines."""
+        for piece in _pieces(block, self._piece):
+            with self._gate:
+                self._write_piece(piece)
         if block:
             try:
-                view = memoryview(block)
-                while view:  # an unbuffered file may take a block in several writes
-                    view = view[self._out.write(view) or len(view) :]
                 self._out.flush()
-            except BrokenPipeError:
-                raise  # the reader left: the CLI says so in its own words
             except OSError as exc:
                 raise OutputError(f"cannot write the JSON lines: {exc.strerror}") from exc
+
+    def _write_piece(self, piece: memoryview) -> None:
+        done = 0
+        try:
+            while done < len(piece):  # an unbuffered file may take a piece in several writes
+                done += self._out.write(piece[done:]) or len(piece) - done
+        except BrokenPipeError:
+            raise  # the reader left: the CLI says so in its own words
+        except OSError as exc:
+            self._cut_back(piece[:done])
+            raise OutputError(f"cannot write the JSON lines: {exc.strerror}") from exc
+
+    def _cut_back(self, written: memoryview) -> None:
+        """Remove the torn tail of a piece only partly written (a full disk), if any."""
+        torn = len(written) - (bytes(written).rfind(b"\n") + 1)
+        if torn and _is_regular(self._out):
+            fd = self._out.fileno()
+            with contextlib.suppress(OSError):  # cutting back frees space: it rarely fails
+                end = os.lseek(fd, 0, os.SEEK_CUR) - torn
+                os.ftruncate(fd, end)
+                os.lseek(fd, end, os.SEEK_SET)
+
+    def abandon(self, wait: float) -> None:
+        """Let a piece being written finish (up to ``wait`` seconds) and start no other.
+
+        For exiting at once: whatever was written is whole lines; the rest is dropped.
+        """
+        self._gate.acquire(timeout=wait)
+
+
+def _is_regular(out: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):  # an in-memory buffer, say
+        return False
+
+
+def _pieces(block: bytes, size: int) -> Iterator[memoryview]:
+    """``block`` in line-aligned pieces of at most ``size`` bytes (a longer line alone).
+
+    ``size`` 0 means one piece. ``block`` ends with a newline.
+    """
+    view, start = memoryview(block), 0
+    while start < len(block):
+        end = len(block) if not size or len(block) - start <= size else start + size
+        if end < len(block):
+            cut = block.rfind(b"\n", start, end) + 1
+            end = cut if cut > start else block.index(b"\n", start) + 1
+        yield view[start:end]
+        start = end
 
 
 class Report:
@@ -148,28 +212,40 @@ class Report:
         return self._lines.backlog >= BATCH
 
     async def drain(self) -> None:
-        """Write the lines rendered so far from a thread, one batch at a time, in order."""
+        """Write the lines rendered so far from a thread, one batch at a time, in order.
+
+        Shielded: a batch taken is written even when the caller is being cancelled (a
+        stopped job cancels the producer's waits), or its lines would be lost.
+        """
         block = self._lines.take()
         if block:
             self._writing = self._writing or anyio.Lock()  # FIFO: blocks stay in order
-            async with self._writing:
-                await anyio.to_thread.run_sync(self._lines.write, block)
+            with anyio.CancelScope(shield=True):
+                async with self._writing:
+                    await anyio.to_thread.run_sync(self._lines.write, block)
 
     def flush(self) -> None:
         """Write the lines rendered so far, here and now (end of job, exiting at once)."""
         self._lines.write(self._lines.take())
 
+    def abandon(self) -> None:
+        """Exiting at once: finish the piece being written, start no other, drop the rest."""
+        self._lines.abandon(_ABANDON_WAIT)
+
     def summary(self, elapsed_s: float) -> Summary:
-        """The last line: counts over everything written."""
-        summary = self.tally.summary(elapsed_s)
-        fields = {name: getattr(summary, name) for name in summary.__slots__}
-        self._log.info(summary.event, **fields)
+        """The last line, written here and now: counts over everything written."""
+        summary = self._render_summary(elapsed_s)
         self.flush()
         return summary
 
     async def finish(self, elapsed_s: float) -> Summary:
-        """The summary, after every batch still being written from a thread is out."""
+        """The summary, written from a thread after every batch before it."""
+        summary = self._render_summary(elapsed_s)
         await self.drain()
-        self._writing = self._writing or anyio.Lock()
-        async with self._writing:
-            return self.summary(elapsed_s)
+        return summary
+
+    def _render_summary(self, elapsed_s: float) -> Summary:
+        summary = self.tally.summary(elapsed_s)
+        fields = {name: getattr(summary, name) for name in summary.__slots__}
+        self._log.info(summary.event, **fields)
+        return summary

@@ -1,7 +1,12 @@
 """--output and stdout: never a file the job needs, never truncated early, only whole lines."""
 
+import resource
+import signal
 import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -128,3 +133,108 @@ def test_output_is_truncated_once_the_job_starts(thread_server, tmp_path):
         "retriggered",
         "summary",
     ]
+
+
+# Cancel-safe, whole-line output under signals and full disks
+
+
+def test_sigterm_mid_stream_loses_no_line_the_summary_counts(emulator, thread_server):
+    """SIGTERM while 8 workers stream 3000 IDs: stdout has exactly the lines the summary counts."""
+    emulator.faults = Faults(latency=0.05)
+    proc = spawn_cli(["retry", "--rate", "0", "--concurrency", "8"], env=cli_env(thread_server))
+    proc.stdin.write(b"".join(b"busy-%d\n" % n for n in range(3000)))
+    proc.stdin.close()
+    wait_until(lambda: len(emulator.stats.requests) >= 80)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    assert proc.wait(timeout=30) == 130, stderr
+    lines = parse_lines(stdout)
+    summary = lines[-1]
+    assert summary["event"] == "summary"
+    counted = Counter(line["event"] for line in lines[:-1])
+    for event in ("retriggered", "failed", "uncertain", "skipped"):
+        assert counted[event] == summary[event], event
+    assert summary["total"] == len(lines) - 1 == 3000
+
+
+def _fill_stdout_then_signal_twice(emulator, proc, gap):
+    """Let the job fill its stdout pipe, then SIGTERM twice; return how long the exit took."""
+    proc.stdin.write(b"".join(b"twice-%d\n" % n for n in range(3000)))
+    proc.stdin.close()
+    wait_until(lambda: len(emulator.stats.requests) >= 400)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(gap)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 130
+    return time.monotonic() - sent
+
+
+def test_a_second_signal_exits_at_once_with_a_stopped_reader(emulator, thread_server):
+    """Nobody reads stdout: a second SIGTERM still exits 130 at once; stdout holds whole lines."""
+    proc = spawn_cli(["retry", "--rate", "0", "--concurrency", "8"], env=cli_env(thread_server))
+    took = _fill_stdout_then_signal_twice(emulator, proc, gap=0.3)
+    assert took < 2
+    stdout = proc.stdout.read()
+    assert stdout.endswith(b"\n")
+    assert all(line["event"] != "summary" for line in parse_lines(stdout))
+    assert b"Traceback" not in proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_a_second_signal_never_splices_lines_for_a_slow_reader(emulator, thread_server):
+    """A reader taking 4 KB at a time: SIGTERM twice leaves only whole JSON lines on stdout."""
+    proc = spawn_cli(["retry", "--rate", "0", "--concurrency", "8"], env=cli_env(thread_server))
+    received = bytearray()
+
+    def read_slowly():
+        while chunk := proc.stdout.read1(4096):
+            received.extend(chunk)
+            time.sleep(0.005)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    _fill_stdout_then_signal_twice(emulator, proc, gap=0.05)
+    reader.join(timeout=10)
+    assert bytes(received).endswith(b"\n")
+    parse_lines(bytes(received))  # every line one JSON object: nothing torn or spliced
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _limit_file_size(limit):
+    """For the child: files it writes stop growing at ``limit`` bytes (EFBIG, a full disk)."""
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # short writes and EFBIG, not death
+
+    return apply
+
+
+@pytest.mark.parametrize("target", ["--output", "stdout"])
+def test_a_full_disk_leaves_only_whole_lines(thread_server, tmp_path, target):
+    """Output that no longer fits (RLIMIT_FSIZE): whole lines or none, one error line, exit 1."""
+    output = tmp_path / "out.jsonl"
+    args = ["retry", "--rate", "0", "--quiet"]
+    env = cli_env(thread_server, PYTHONDONTWRITEBYTECODE="1")
+    with output.open("wb") as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "bulkretry", *args]
+            + (["--output", str(output)] if target == "--output" else []),
+            input=b"".join(b"disk-%d\n" % n for n in range(200)),
+            stdout=subprocess.DEVNULL if target == "--output" else sink,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            check=False,
+            preexec_fn=_limit_file_size(10_000),
+        )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert "cannot write the JSON lines" in stderr and "Traceback" not in stderr
+    written = output.read_bytes()
+    assert 0 < len(written) <= 10_000
+    assert written.endswith(b"\n")
+    parse_lines(written)

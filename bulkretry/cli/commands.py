@@ -152,7 +152,7 @@ class _Signals:
             async for signum in signals:
                 self.received += 1
                 if self.received > 1:
-                    self.report.flush()  # what is rendered is written; the journal is whole
+                    self.report.abandon()  # stdout keeps whole lines; the journal is whole
                     os._exit(EXIT_STOPPED)
                 say(
                     f"{signal.Signals(signum).name}: finishing requests in flight, sending "
