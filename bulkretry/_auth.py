@@ -15,6 +15,7 @@ import anyio
 import orjson
 
 from ._attempts import Attempts, Backoff, GaveUp, Policy, parse_retry_after
+from ._body import ANSWER_CAP, read_capped
 from ._errors import APIError, AuthError, ConnectError
 from ._settings import ClientCredentials
 from ._text import Secret, scrub
@@ -183,9 +184,9 @@ class ImsTokens:
             async with self._session.post(
                 self._credentials.ims_url, data=self._form(), allow_redirects=False
             ) as response:
-                body = await response.read()
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                body = await read_capped(response, ANSWER_CAP)  # over it: asked again
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Which of the two does not matter here: a token request is repeated either way.
             raise ConnectError(

@@ -10,6 +10,7 @@
     ├── TransportError          the HTTP exchange did not complete
     │   ├── ConnectError        never reached the server: certainly not applied
     │   └── ConnectionLostError sent, but no answer came back: maybe applied
+    │       └── AnswerTooLargeError  the answer passed the size cap: maybe applied
     └── APIError                the server answered with an error status
 
 The CLI catches ``BulkRetryError`` and prints one line; anything else is a bug.
@@ -56,6 +57,10 @@ class ConnectError(TransportError):
 
 class ConnectionLostError(TransportError):
     """The request left, but its answer was lost (timeout, dropped connection)."""
+
+
+class AnswerTooLargeError(ConnectionLostError):
+    """The answer passed the size cap and was not read: as good as lost, maybe applied."""
 
 
 class APIError(BulkRetryError):

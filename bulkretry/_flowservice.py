@@ -20,6 +20,7 @@ import yarl
 
 from ._attempts import Backoff, parse_retry_after
 from ._auth import ImsTokens, StaticToken, TokenSource
+from ._body import ANSWER_CAP, PAGE_CAP, read_capped
 from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
 from ._settings import ApiSettings, ClientCredentials
 from ._text import excerpt, scrub
@@ -94,7 +95,7 @@ class FlowService:
             query_string=f"op={RETRIGGER_OP}",
             encoded=True,
         )
-        status, body, headers = await self._request("POST", url)
+        status, body, headers = await self._request("POST", url, cap=ANSWER_CAP)
         if not 200 <= status < 300:
             raise self._api_error(status, body, headers)
         try:
@@ -111,7 +112,7 @@ class FlowService:
     async def get_json(self, path_or_url: str, params: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401 - JSON
         """GET a JSON document below the base URL (``_links`` hrefs are relative to it)."""
         url = resolve(self._base, path_or_url)
-        status, body, headers = await self._request("GET", url, params)
+        status, body, headers = await self._request("GET", url, params, cap=PAGE_CAP)
         if not 200 <= status < 300:
             raise self._api_error(status, body, headers)
         try:
@@ -120,10 +121,15 @@ class FlowService:
             raise APIError(status, None, "answer is not JSON") from None
 
     async def _request(
-        self, method: str, url: str | yarl.URL, params: Sequence[tuple[str, str]] = ()
+        self,
+        method: str,
+        url: str | yarl.URL,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        cap: int,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         token = await self._tokens.token()
-        status, body, headers = await self._send(method, url, params, token)
+        status, body, headers = await self._send(method, url, params, token, cap)
         if status == 401 and self._tokens.refreshable:
             # Drop the refused token; a new one is fetched (single-flight) only if the caller
             # sends again, through the rate limit, as an attempt of its own.
@@ -145,7 +151,12 @@ class FlowService:
         return scrub(text, self._tokens.secrets())
 
     async def _send(
-        self, method: str, url: str | yarl.URL, params: Sequence[tuple[str, str]], token: str
+        self,
+        method: str,
+        url: str | yarl.URL,
+        params: Sequence[tuple[str, str]],
+        token: str,
+        cap: int,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         try:
             async with self._session.request(
@@ -155,7 +166,7 @@ class FlowService:
                 headers=self._with_token(token),
                 allow_redirects=False,
             ) as response:
-                return response.status, await response.read(), response.headers
+                return response.status, await read_capped(response, cap), response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_error(exc) from exc
 

@@ -14,9 +14,14 @@ if TYPE_CHECKING:
 #: Faults answered before the re-trigger is applied: retrying them is safe.
 BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before"})
 #: Faults answered after the re-trigger is applied: the client cannot know it worked.
-AFTER: Final = frozenset({"error_after", "drop_after", "garbled_after", "timeout_after"})
+#: Hostile answers, after applying: a body of ``body_size`` bytes, one without end, and a gzip
+#: bomb inflating to ``body_size`` bytes. Scripted only.
+OVERSIZED: Final = frozenset({"huge_after", "endless_after", "bomb_after"})
+AFTER: Final = (
+    frozenset({"error_after", "drop_after", "garbled_after", "timeout_after"}) | OVERSIZED
+)
 FAULT_NAMES: Final = BEFORE | AFTER | {"ok"}
-IMS_FAULT_NAMES: Final = frozenset({"throttle", "unavailable", "drop_before", "ok"})
+IMS_FAULT_NAMES: Final = frozenset({"throttle", "unavailable", "drop_before", "ok"}) | OVERSIZED
 #: Probabilistic faults in the fixed order their probabilities are stacked.
 DRAW_ORDER: Final = (
     "throttle",
@@ -37,7 +42,7 @@ class Faults:
     re-trigger of that ID, overriding the draw; when it runs out the draw applies again.
     ``list_script`` does the same for ``GET /runs`` pages (nothing is applied there, so
     "error_after" is simply a 500). ``max_rate`` admits at most that many re-triggers in any
-    sliding second and answers the rest 429.
+    sliding second and answers the rest 429. ``body_size`` sizes the oversized answers.
     """
 
     throttle: float = 0.0
@@ -53,6 +58,7 @@ class Faults:
     list_script: Sequence[str] = ()
     ims_unavailable: float = 0.0
     ims_script: Sequence[str] = ()
+    body_size: int = 64 * 2**20
 
     def __post_init__(self) -> None:
         probabilities = [getattr(self, name) for name in DRAW_ORDER]
@@ -63,6 +69,8 @@ class Faults:
             raise ValueError("fault probabilities are exclusive; their sum must be at most 1")
         if self.latency < 0 or (self.max_rate is not None and self.max_rate <= 0):
             raise ValueError("latency must be >= 0 and max_rate > 0 (or None)")
+        if self.body_size < 1:
+            raise ValueError("body_size must be at least 1 byte")
         script = {run_id: tuple(names) for run_id, names in self.script.items()}
         _check_names([*(n for names in script.values() for n in names), *self.list_script])
         _check_names(self.ims_script, IMS_FAULT_NAMES)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from bulkretry.emulator.faults import OVERSIZED
 from bulkretry.emulator.listing import BadQueryError, count, page
 from bulkretry.emulator.model import RecordedRequest
 from bulkretry.emulator.replies import (
@@ -16,6 +17,7 @@ from bulkretry.emulator.replies import (
     garbled,
     gateway_error,
     json_reply,
+    oversized,
     platform_error,
     service_error,
     throttled,
@@ -124,12 +126,20 @@ def _not_found(run_id: str) -> web.Response:
     return service_error("FLOW-1439", 404, message)
 
 
+async def oversized_fault(request: web.Request, faults: Faults, fault: str) -> web.StreamResponse:
+    """A huge, endless or compressed-bomb answer, as ``fault`` names."""
+    size = None if fault == "endless_after" else faults.body_size
+    return await oversized(request, size, bomb=fault == "bomb_after")
+
+
 async def _after_fault(request: web.Request, emu: Emulator, fault: str) -> web.StreamResponse:
     """Misbehave once the re-trigger has been applied."""
     if fault == "error_after":
         return service_error("FLOW-1101", 500, _INTERNAL)
     if fault == "garbled_after":
         return garbled()
+    if fault in OVERSIZED:
+        return await oversized_fault(request, emu.faults, fault)
     if fault == "timeout_after":
         await emu.hang(_HANG_SECONDS)
     return drop(request)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from bulkretry.emulator.faults import OVERSIZED
+from bulkretry.emulator.flowservice import oversized_fault
 from bulkretry.emulator.replies import drop, json_reply
 
 if TYPE_CHECKING:
@@ -58,6 +60,22 @@ def _oauth_error(error: str, description: str, status: int = 400) -> web.Respons
     return json_reply({"error": error, "error_description": description}, status)
 
 
+async def _misbehave(request: web.Request, emu: Emulator, fault: str) -> web.StreamResponse | None:
+    """The answer a scripted or drawn IMS fault gives, or None to behave."""
+    if fault == "drop_before":
+        return drop(request)
+    if fault == "throttle":
+        response = _oauth_error("temporarily_unavailable", "Too many requests", 429)
+        if emu.faults.retry_after is not None:
+            response.headers["Retry-After"] = str(emu.faults.retry_after)
+        return response
+    if fault == "unavailable":
+        return _oauth_error("temporarily_unavailable", "Service is unavailable", 503)
+    if fault in OVERSIZED:
+        return await oversized_fault(request, emu.faults, fault)
+    return None
+
+
 def make_token_handler(emu: Emulator) -> web.RouteDef:
     """Build the IMS route, closed over the emulator it issues tokens for."""
 
@@ -67,16 +85,9 @@ def make_token_handler(emu: Emulator) -> web.RouteDef:
         form = await request.post()
         params = {**request.query, **{k: v for k, v in form.items() if isinstance(v, str)}}
         emu.stats.token_scopes.append(params.get("scope", ""))
-        fault = emu.plan.ims_fault(emu.faults)
-        if fault == "drop_before":
-            return drop(request)
-        if fault == "throttle":
-            response = _oauth_error("temporarily_unavailable", "Too many requests", 429)
-            if emu.faults.retry_after is not None:
-                response.headers["Retry-After"] = str(emu.faults.retry_after)
-            return response
-        if fault == "unavailable":
-            return _oauth_error("temporarily_unavailable", "Service is unavailable", 503)
+        misbehaviour = await _misbehave(request, emu, emu.plan.ims_fault(emu.faults))
+        if misbehaviour is not None:
+            return misbehaviour
         if params.get("grant_type") != "client_credentials":
             return _oauth_error("unsupported_grant_type", "unsupported grant_type parameter")
         refusal = emu.tokens.check_client(

@@ -8,12 +8,14 @@ Platform refusals are RFC 7807 with ``detail``. Codes follow Adobe's published c
 from __future__ import annotations
 
 import uuid
-from typing import Any
+import zlib
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 _ERRORS = "https://ns.adobe.com/aep/errors/"
+_PIECE: Final = b" " * 65536
 #: Titles from Adobe's "Sources error messages" catalog, keyed by status.
 _TITLES = {
     400: "Bad Request",
@@ -86,3 +88,34 @@ def drop(request: web.BaseRequest) -> Dropped:
     if request.transport is not None:
         request.transport.close()
     return Dropped(status=499)
+
+
+async def oversized(
+    request: web.BaseRequest, size: int | None, *, bomb: bool = False
+) -> web.StreamResponse:
+    """A 200 that never seems to end: ``size`` bytes (``None``: until the client leaves).
+
+    ``bomb`` sends it gzip-compressed, made on the fly: a few kilobytes on the wire for
+    every megabyte the client inflates. Blank JSON whitespace, so only its size is wrong.
+    """
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31) if bomb else None  # 31: gzip framing
+    if packer is not None:
+        response.headers["Content-Encoding"] = "gzip"
+    if size is None or packer is not None:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = size
+    await response.prepare(request)
+    sent = 0
+    try:
+        while size is None or sent < size:
+            piece = _PIECE if size is None else _PIECE[: size - sent]
+            sent += len(piece)
+            await response.write(piece if packer is None else packer.compress(piece))
+        if packer is not None:
+            await response.write(packer.flush())
+        await response.write_eof()
+    except ConnectionError:  # the client stopped reading and left: that was the point
+        pass
+    return response
