@@ -24,7 +24,7 @@ from ._attempts import Backoff
 from ._discovery import Lister, ListingSettings
 from ._journal import Journal, read_journal
 from ._outcomes import Outcome, Skipped
-from ._pipeline import Pipeline, Stopper, hand_on
+from ._pipeline import Pipeline, Stopper, send_without_loss
 from ._settings import ApiSettings, JobSettings
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def _emitter(
     if on_outcome is None:
 
         async def into_stream(outcome: Outcome) -> None:
-            await hand_on(send, outcome)
+            await send_without_loss(send, outcome)
 
         return into_stream
 

@@ -213,7 +213,11 @@ class Attempts:
                 self.made -= 1  # nothing left: not an attempt
                 raise GaveUp(last) from None
             except BulkRetryError as error:
-                last = self._judge(error)
+                decision = classify(
+                    error, refreshable=self._policy.refreshable and not self._resent
+                )
+                self._tell_admission(error, decision)
+                last = self._decide(error, decision)
                 if self._on_failure is not None:
                     self._on_failure(last)
                 if last.decision.final:
@@ -225,12 +229,10 @@ class Attempts:
                     self._gate.answered(throttled=False)
                 return value
 
-    def _judge(self, error: BulkRetryError) -> Failure:
-        """Apply the table and the limits to ``error``; tell admission what the answer says."""
+    def _decide(self, error: BulkRetryError, decision: Decision) -> Failure:
+        """Apply the attempt limit, the one resend and the Retry-After cap to a classification."""
         policy = self._policy
-        decision = classify(error, refreshable=policy.refreshable and not self._resent)
         self._maybe_applied |= decision is Decision.UNCERTAIN
-        self._feed(error, decision)
         retry_after = _retry_after(error)
         left = self.made < policy.limit
         if decision is Decision.RESEND:
@@ -250,11 +252,12 @@ class Attempts:
             wait=wait,
         )
 
-    def _feed(self, error: BulkRetryError, decision: Decision) -> None:
-        """The one place admission hears about answers: a 429 slows the job, a final one speeds it.
+    def _tell_admission(self, error: BulkRetryError, decision: Decision) -> None:
+        """The one place admission hears of failed answers: a 429 slows the job.
 
-        Answers that say nothing about load leave it alone: a 503 or a failure to connect
-        (retried), and a 401 that only wants a new token.
+        A refusal or a maybe-applied answer speeds it up, like a success. Answers that say
+        nothing about load leave it alone: a 503 or a failure to connect (retried), and a
+        401 that only wants a new token.
         """
         if self._gate is None:
             return

@@ -22,6 +22,7 @@ from ._admission import Admission
 from ._attempts import Attempts, Backoff, GaveUp, Policy
 from ._errors import UsageError
 from ._runs import run_state
+from ._settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, DEFAULT_TIMEOUT, check_pace
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService
@@ -30,7 +31,7 @@ _DURATION: Final = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """One retryable run, as a data line that ``bulkretry retry`` reads back."""
 
@@ -49,7 +50,7 @@ class RunRecord:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ListingSettings:
     """What to list and how hard to push.
 
@@ -63,14 +64,17 @@ class ListingSettings:
     include_empty: bool = False
     error_codes: tuple[str, ...] = ()
     exclude_error_codes: tuple[str, ...] = ()
-    rate: float = 10.0
-    max_attempts: int = 5
-    timeout: float = 30.0
+    rate: float = DEFAULT_RATE
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float = DEFAULT_TIMEOUT
     page_size: int = 100
 
     def __post_init__(self) -> None:
         if not self.flow_ids:
             raise UsageError("name at least one --flow-id")
+        check_pace(rate=self.rate, max_attempts=self.max_attempts, timeout=self.timeout)
+        if self.page_size < 1:
+            raise UsageError("page_size must be at least 1")
 
     def keeps(self, code: str | None) -> bool:
         """Whether a run whose first error code is ``code`` passes the error-code filters."""

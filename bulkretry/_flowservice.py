@@ -51,7 +51,7 @@ HINTS: Final[Mapping[str, str]] = {
 """Advice appended to the API's own ``code: message`` for the refusals users hit most."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:
     """A 2xx answer naming the new run."""
 
@@ -107,7 +107,9 @@ class FlowService:
             shown = self._scrub(excerpt(body.decode("utf-8", "replace"), limit=80))
             raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
         etag = answer.get("etag") if isinstance(answer, dict) else None
-        return Accepted(new_id, etag if isinstance(etag, str) else None, status)
+        return Accepted(
+            new_run_id=new_id, etag=etag if isinstance(etag, str) else None, status=status
+        )
 
     async def get_json(self, path_or_url: str, params: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401 - JSON
         """GET a JSON document below the base URL (``_links`` hrefs are relative to it)."""

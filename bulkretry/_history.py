@@ -223,7 +223,9 @@ class History:
             return None
         row = db.execute(_ROW, values)
         refusal = verdict(claim.run_id, row[0] if row else None, policy, stamp)
-        return refusal or Uncertain(claim.run_id, None, "claimed by another job just now", 0)
+        return refusal or Uncertain(
+            run_id=claim.run_id, status=None, error="claimed by another job just now", attempts=0
+        )
 
     async def peek(self, run_id: str, policy: ClaimPolicy) -> Outcome | None:
         """What a claim would say, without writing (``--dry-run``): None means it would send."""

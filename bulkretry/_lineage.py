@@ -88,15 +88,22 @@ def verdict(run_id: str, row: Any, policy: ClaimPolicy, stamp: str) -> Outcome |
     del owner
     if generation >= policy.max_generations:
         detail = f"generation {generation} of {original or run_id}: a person should look"
-        return Skipped(run_id, "generation-limit", detail=detail)
+        return Skipped(run_id=run_id, reason="generation-limit", detail=detail)
     live_intent = state == "intent" and lease is not None and lease >= stamp
     if state == "retriggered" and not policy.again:
-        return Skipped(run_id, "already-retriggered", new_run_id or "", etag)
+        return Skipped(
+            run_id=run_id, reason="already-retriggered", new_run_id=new_run_id or "", etag=etag
+        )
     if live_intent:
-        return Uncertain(run_id, None, "another bulkretry job is re-triggering it now", 0)
+        return Uncertain(
+            run_id=run_id,
+            status=None,
+            error="another bulkretry job is re-triggering it now",
+            attempts=0,
+        )
     if state in {"intent", "uncertain"} and not (policy.again or policy.retry_uncertain):
         text = error or "history has an intent with no outcome: the request may have been applied"
-        return Uncertain(run_id, status, text, 0)
+        return Uncertain(run_id=run_id, status=status, error=text, attempts=0)
     return None
 
 

@@ -10,7 +10,7 @@ SkipReason = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Retriggered:
     """The API accepted the re-trigger and named the new run."""
 
@@ -23,7 +23,7 @@ class Retriggered:
     status: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Failed:
     """Certainly not re-triggered: refused, or every safe attempt was used up."""
 
@@ -35,7 +35,7 @@ class Failed:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Uncertain:
     """Maybe re-triggered: the request was sent but its answer was lost or garbled."""
 
@@ -47,7 +47,7 @@ class Uncertain:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Skipped:
     """No request was sent for this line, and ``reason`` says why."""
 
@@ -60,7 +60,7 @@ class Skipped:
     detail: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Planned:
     """A dry run would have sent this run ID."""
 
@@ -83,7 +83,7 @@ def outcome_fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__slots__}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Summary:
     """Counts for the job's last line; ``total`` is every run ID read."""
 
@@ -97,7 +97,7 @@ class Summary:
     elapsed_s: float
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Tally:
     """Running counts, kept by whoever emits outcomes, turned into a ``Summary`` at the end."""
 

@@ -153,7 +153,7 @@ class Pipeline:
                     outcome = self._screen(item)
                     if outcome is None:
                         assert isinstance(item, str)  # screened: a valid, new run ID
-                        await hand_on(work, item)
+                        await send_without_loss(work, item)
                     else:
                         await emit(outcome)
             except BulkRetryError as error:  # input that fails mid-stream: finish what was read
@@ -316,7 +316,7 @@ def _refuses_the_job(error: BulkRetryError) -> bool:
     return error.status == 401 or (error.status == 403 and gateway)
 
 
-async def hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
+async def send_without_loss(stream: MemoryObjectSendStream[T], item: T) -> None:
     """Send without a checkpoint when there is room; wait under a shield when there is not.
 
     The shield is what makes a stop lossless: an item already read is always delivered.

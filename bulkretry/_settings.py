@@ -25,9 +25,14 @@ DEFAULT_SCOPES: Final = (
     "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 )
 DEFAULT_SANDBOX: Final = "prod"
+DEFAULT_RATE: Final = 10.0
+DEFAULT_CONCURRENCY: Final = 10
+DEFAULT_MAX_ATTEMPTS: Final = 5
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_MAX_GENERATIONS: Final = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClientCredentials:
     """OAuth Server-to-Server credentials: tokens are fetched from IMS and refreshed."""
 
@@ -37,7 +42,7 @@ class ClientCredentials:
     ims_url: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApiSettings:
     """Where and as whom to call Flow Service."""
 
@@ -108,28 +113,33 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSettings:
     """How hard to push, and what to do when answers go wrong."""
 
-    rate: float = 10.0
-    concurrency: int = 10
-    max_attempts: int = 5
-    timeout: float = 30.0
+    rate: float = DEFAULT_RATE
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float = DEFAULT_TIMEOUT
     journal: Path | None = None
     retry_uncertain: bool = False
     dry_run: bool = False
     history: HistoryLocation | None = None
     """The recovery history; None (``off``) runs without one. Off by default in the library."""
     again: bool = False
-    max_generations: int = 3
+    max_generations: int = DEFAULT_MAX_GENERATIONS
 
     def __post_init__(self) -> None:
-        _check(self.rate >= 0 and math.isfinite(self.rate), "--rate must be 0 (no limit) or more")
+        check_pace(rate=self.rate, max_attempts=self.max_attempts, timeout=self.timeout)
         _check(self.concurrency >= 1, "--concurrency must be at least 1")
-        _check(self.max_attempts >= 1, "--max-attempts must be at least 1")
-        _check(self.timeout > 0 and math.isfinite(self.timeout), "--timeout must be above 0")
         _check(self.max_generations >= 1, "--max-generations must be at least 1")
+
+
+def check_pace(*, rate: float, max_attempts: int, timeout: float) -> None:
+    """The knobs ``retry`` and ``failed`` share, checked alike for both."""
+    _check(rate >= 0 and math.isfinite(rate), "--rate must be 0 (no limit) or more")
+    _check(max_attempts >= 1, "--max-attempts must be at least 1")
+    _check(timeout > 0 and math.isfinite(timeout), "--timeout must be above 0")
 
 
 def _check(ok: bool, message: str) -> None:  # noqa: FBT001 - reads as a sentence
@@ -188,7 +198,9 @@ def _credentials(
             warnings.append("AEP_ACCESS_TOKEN is ignored: client credentials are set and win")
         url = check_url(ims_url or env.get("AEP_IMS_TOKEN_URL") or DEFAULT_IMS_URL, "--ims-url")
         scopes = env.get("AEP_SCOPES") or DEFAULT_SCOPES
-        return ClientCredentials(client_id, Secret(secret), scopes, url)
+        return ClientCredentials(
+            client_id=client_id, client_secret=Secret(secret), scopes=scopes, ims_url=url
+        )
     if secret and not client_id:
         raise UsageError(
             "a client secret is set (AEP_CLIENT_SECRET or AEP_CLIENT_SECRET_FILE) "

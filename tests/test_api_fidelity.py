@@ -579,7 +579,10 @@ async def test_ims_token_request_is_a_form_and_its_answer_counts_seconds(
 ):
     """The IMS token request is a client_credentials form; expires_in is whole seconds."""
     credentials = ClientCredentials(
-        API_KEY, Secret(CLIENT_SECRET), "openid,AdobeID", server.ims_url
+        client_id=API_KEY,
+        client_secret=Secret(CLIENT_SECRET),
+        scopes="openid,AdobeID",
+        ims_url=server.ims_url,
     )
     settings = replace(api_settings, credentials=credentials)
     async with bulkretry.retrigger(["t1"], settings, JobSettings(rate=0), backoff=FAST) as job:

@@ -50,7 +50,9 @@ def full_backoff(base: float) -> Backoff:
 
 def creds(url: str, secret: str = CLIENT_SECRET, scopes: str = DEFAULT_SCOPES) -> ClientCredentials:
     """The test client's credentials against an IMS token endpoint."""
-    return ClientCredentials(API_KEY, Secret(secret), scopes, url)
+    return ClientCredentials(
+        client_id=API_KEY, client_secret=Secret(secret), scopes=scopes, ims_url=url
+    )
 
 
 def oauth_settings(server: Server, secret: str = CLIENT_SECRET) -> ApiSettings:

@@ -34,9 +34,15 @@ async def test_a_claim_wins_once_and_the_outcome_decides_the_next(location):
     """A fresh run is ours; re-triggered → already-retriggered; failed → ours again."""
     async with await History.open(location, org="o", sandbox="s") as history:
         assert await history.commit([], claims("a", "b"), POLICY) == [None, None]
-        done = [Retriggered("a", "a-new", '"e1"', 1, 200), Failed("b", 404, "gone", 1)]
+        done = [
+            Retriggered(run_id="a", new_run_id="a-new", etag='"e1"', attempts=1, status=200),
+            Failed(run_id="b", status=404, error="gone", attempts=1),
+        ]
         again = await history.commit(done, claims("a", "b"), POLICY)
-        assert again == [Skipped("a", "already-retriggered", "a-new", '"e1"'), None]
+        assert again == [
+            Skipped(run_id="a", reason="already-retriggered", new_run_id="a-new", etag='"e1"'),
+            None,
+        ]
 
 
 async def test_an_intent_without_outcome_is_uncertain_until_asked(location):
@@ -66,7 +72,10 @@ async def test_again_takes_a_retriggered_or_uncertain_run(location):
     """--again re-triggers what the history says was (maybe) re-triggered."""
     async with await History.open(location, org="o", sandbox="s") as history:
         await history.commit([], claims("r", "u"), POLICY)
-        settled = [Retriggered("r", "r2", None, 1, 200), Uncertain("u", 502, "bad gateway", 1)]
+        settled = [
+            Retriggered(run_id="r", new_run_id="r2", etag=None, attempts=1, status=200),
+            Uncertain(run_id="u", status=502, error="bad gateway", attempts=1),
+        ]
         refused = await history.commit(settled, claims("r", "u"), POLICY)
         assert [type(outcome) for outcome in refused] == [Skipped, Uncertain]
         assert await history.commit([], claims("r", "u"), ClaimPolicy(again=True)) == [None, None]
@@ -79,11 +88,17 @@ async def test_lineage_counts_generations_and_stops_at_the_limit(location):
         for generation in range(3):
             assert await history.commit([], claims(run, flow_id="flow-1"), POLICY) == [None]
             new = f"g{generation + 1}"
-            await history.commit([Retriggered(run, new, None, 1, 200)], [], POLICY)
+            await history.commit(
+                [Retriggered(run_id=run, new_run_id=new, etag=None, attempts=1, status=200)],
+                [],
+                POLICY,
+            )
             run = new
         [limit] = await history.commit([], claims("g3"), POLICY)
         assert limit == Skipped(
-            "g3", "generation-limit", detail="generation 3 of g0: a person should look"
+            run_id="g3",
+            reason="generation-limit",
+            detail="generation 3 of g0: a person should look",
         )
         lineage = await history.lineage(["g0", "g2", "unknown"])
         assert set(lineage) == {"g0", "g2"}
@@ -95,7 +110,11 @@ async def test_one_history_keeps_orgs_and_sandboxes_apart(location):
     """The key is (org, sandbox, run_id): the same run ID elsewhere is a different run."""
     async with await History.open(location, org="o", sandbox="prod") as prod:
         await prod.commit([], claims("same"), POLICY)
-        await prod.commit([Retriggered("same", "n", None, 1, 200)], [], POLICY)
+        await prod.commit(
+            [Retriggered(run_id="same", new_run_id="n", etag=None, attempts=1, status=200)],
+            [],
+            POLICY,
+        )
     async with await History.open(location, org="o", sandbox="dev") as dev:
         assert await dev.commit([], claims("same"), POLICY) == [None]
 
@@ -126,9 +145,9 @@ async def test_follow_through_reads_back_chains_and_counts(location):
         await history.commit([], claims("ok", "bad", "wait", flow_id="f1"), POLICY)
         await history.commit(
             [
-                Retriggered("ok", "ok-2", None, 1, 200),
-                Retriggered("bad", "bad-2", None, 1, 200),
-                Retriggered("wait", "wait-2", None, 1, 200),
+                Retriggered(run_id="ok", new_run_id="ok-2", etag=None, attempts=1, status=200),
+                Retriggered(run_id="bad", new_run_id="bad-2", etag=None, attempts=1, status=200),
+                Retriggered(run_id="wait", new_run_id="wait-2", etag=None, attempts=1, status=200),
             ],
             [],
             POLICY,

@@ -47,12 +47,22 @@ def seed_journal(path):
     """A journal holding each state the resume rules distinguish, written by the real writer."""
     with Journal(path) as journal:
         journal.intent("done-1")
-        journal.outcome(Retriggered("done-1", "new-of-done-1", '"etag-1"', 1, 200))
+        journal.outcome(
+            Retriggered(
+                run_id="done-1", new_run_id="new-of-done-1", etag='"etag-1"', attempts=1, status=200
+            )
+        )
         journal.intent("lost-1")  # sent, then the process died: no outcome
         journal.intent("maybe-1")
-        journal.outcome(Uncertain("maybe-1", 500, "FLOW-1000-500: An unexpected error", 1))
+        journal.outcome(
+            Uncertain(
+                run_id="maybe-1", status=500, error="FLOW-1000-500: An unexpected error", attempts=1
+            )
+        )
         journal.intent("fail-1")
-        journal.outcome(Failed("fail-1", 429, "429050: Too many requests", 5))
+        journal.outcome(
+            Failed(run_id="fail-1", status=429, error="429050: Too many requests", attempts=5)
+        )
 
 
 RESUME_IDS = b"done-1\nlost-1\nmaybe-1\nfail-1\nfresh-1\n"
@@ -71,11 +81,15 @@ def test_last_record_wins(tmp_path):
     path = tmp_path / "j"
     with Journal(path) as journal:
         journal.intent("a")
-        journal.outcome(Failed("a", 503, "unavailable", 1))
+        journal.outcome(Failed(run_id="a", status=503, error="unavailable", attempts=1))
         journal.intent("a")
-        journal.outcome(Retriggered("a", "new-a", '"e"', 2, 200))
+        journal.outcome(
+            Retriggered(run_id="a", new_run_id="new-a", etag='"e"', attempts=2, status=200)
+        )
         journal.intent("b")
-        journal.outcome(Retriggered("b", "new-b", '"f"', 1, 200))
+        journal.outcome(
+            Retriggered(run_id="b", new_run_id="new-b", etag='"f"', attempts=1, status=200)
+        )
         journal.intent("b")  # only --retry-uncertain paths re-send, but the rule is the same
     records = read_journal(path)
     assert records["a"] == Record("retriggered", new_run_id="new-a", etag='"e"')
@@ -283,11 +297,13 @@ async def test_resume_through_the_api_follows_the_contract(emulator, api_setting
     async with bulkretry.retrigger(ids, api_settings, settings, backoff=FAST) as job:
         outcomes = {outcome.run_id: outcome async for outcome in job}
     assert outcomes["done-1"] == Skipped(
-        "done-1", "already-retriggered", "new-of-done-1", '"etag-1"'
+        run_id="done-1", reason="already-retriggered", new_run_id="new-of-done-1", etag='"etag-1"'
     )
     assert isinstance(outcomes["lost-1"], Uncertain) and outcomes["lost-1"].attempts == 0
     assert "intent" in outcomes["lost-1"].error
-    assert outcomes["maybe-1"] == Uncertain("maybe-1", 500, "FLOW-1000-500: An unexpected error", 0)
+    assert outcomes["maybe-1"] == Uncertain(
+        run_id="maybe-1", status=500, error="FLOW-1000-500: An unexpected error", attempts=0
+    )
     assert isinstance(outcomes["fail-1"], Retriggered)
     assert isinstance(outcomes["fresh-1"], Retriggered)
     assert sorted(r.run_id for r in emulator.stats.requests) == ["fail-1", "fresh-1"]

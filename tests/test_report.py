@@ -18,8 +18,10 @@ def test_lines_have_the_common_fields_first_and_exact_contents():
     """Each outcome renders as event, timestamp, level, then its own fields, and nothing else."""
     out = io.BytesIO()
     report = Report(out)
-    report.outcome(Retriggered("old-1", "new-1", '"etag-1"', 2, 200))
-    report.outcome(Skipped("dup-1", "duplicate"))
+    report.outcome(
+        Retriggered(run_id="old-1", new_run_id="new-1", etag='"etag-1"', attempts=2, status=200)
+    )
+    report.outcome(Skipped(run_id="dup-1", reason="duplicate"))
     report.summary(1.23456)
     first, second, summary = lines(out)
     assert list(first)[:3] == ["event", "timestamp", "level"]
@@ -60,12 +62,12 @@ def test_output_is_written_in_bounded_batches():
     out = io.BytesIO()
     report = Report(out)
     for n in range(BATCH - 1):
-        report.outcome(Skipped(f"r{n}", "duplicate"))
+        report.outcome(Skipped(run_id=f"r{n}", reason="duplicate"))
     assert not report.backlog
-    report.outcome(Skipped("due", "duplicate"))
+    report.outcome(Skipped(run_id="due", reason="duplicate"))
     assert report.backlog
     for n in range(BATCH * 4):
-        report.outcome(Skipped(f"s{n}", "duplicate"))
+        report.outcome(Skipped(run_id=f"s{n}", reason="duplicate"))
         assert len(report._lines._pending) < BATCH * 4  # noqa: SLF001 - the bound is the point
     assert len(lines(out)) == BATCH * 4
     report.flush()
@@ -77,7 +79,7 @@ async def test_drained_batches_keep_their_order_and_the_summary_comes_last():
     out = io.BytesIO()
     report = Report(out)
     for n in range(BATCH * 2 + 7):
-        report.outcome(Skipped(f"r{n}", "duplicate"))
+        report.outcome(Skipped(run_id=f"r{n}", reason="duplicate"))
         if report.backlog:
             await report.drain()
     summary = await report.finish(0.5)
@@ -90,7 +92,7 @@ def test_known_secrets_are_scrubbed_from_every_field():
     """A secret that reaches an error message is replaced before it is written."""
     out = io.BytesIO()
     report = Report(out, secrets=lambda: ["s3cr3t-token"])
-    report.outcome(Failed("r1", 401, "bad token s3cr3t-token here", 1))
+    report.outcome(Failed(run_id="r1", status=401, error="bad token s3cr3t-token here", attempts=1))
     report.flush()
     [line] = lines(out)
     assert line["error"] == f"bad token {REDACTED} here"

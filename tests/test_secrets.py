@@ -260,7 +260,9 @@ def test_report_lines_never_carry_a_known_secret():
     """A failed outcome quoting a token is written with the token redacted."""
     out = io.BytesIO()
     report = Report(out, lambda: (TOKEN,))
-    report.outcome(Failed("r-1", 401, f"gateway said Bearer {TOKEN} is bad", 1))
+    report.outcome(
+        Failed(run_id="r-1", status=401, error=f"gateway said Bearer {TOKEN} is bad", attempts=1)
+    )
     report.summary(0.1)
     [line, summary] = [orjson.loads(raw) for raw in out.getvalue().splitlines()]
     assert line["error"] == f"gateway said Bearer {REDACTED} is bad"

@@ -1,5 +1,6 @@
 import pytest
 
+from bulkretry._discovery import ListingSettings
 from bulkretry._errors import UsageError
 from bulkretry._settings import (
     DEFAULT_BASE_URL,
@@ -10,6 +11,7 @@ from bulkretry._settings import (
     check_url,
     load_api_settings,
 )
+from bulkretry.cli.parser import build_parser
 
 BASE = {"AEP_ORG_ID": "ORG@AdobeOrg", "AEP_ACCESS_TOKEN": "tok-secret", "AEP_API_KEY": "key"}
 
@@ -111,6 +113,40 @@ def test_job_settings_reject_nonsense(kwargs):
     """Out-of-range job settings are usage errors, even from the library API."""
     with pytest.raises(UsageError):
         JobSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rate": -1},
+        {"rate": float("inf")},
+        {"max_attempts": 0},
+        {"timeout": 0},
+        {"timeout": float("nan")},
+        {"page_size": 0},
+    ],
+)
+def test_listing_settings_reject_nonsense_like_job_settings(kwargs):
+    """Listing settings are checked like job settings, with the same messages."""
+    with pytest.raises(UsageError):
+        ListingSettings(flow_ids=("flow-1",), **kwargs)
+    shared = {name: value for name, value in kwargs.items() if name != "page_size"}
+    if shared:
+        with pytest.raises(UsageError) as job:
+            JobSettings(**shared)
+        with pytest.raises(UsageError) as listing:
+            ListingSettings(flow_ids=("flow-1",), **shared)
+        assert str(listing.value) == str(job.value)
+
+
+def test_parser_defaults_are_the_settings_defaults():
+    """The flags' defaults and the library's are one set of values, the contract's."""
+    args = build_parser().parse_args(["retry"])
+    job = JobSettings()
+    listing = ListingSettings(flow_ids=("flow-1",))
+    assert (args.rate, args.concurrency, args.max_attempts, args.timeout) == (10, 10, 5, 30)
+    assert (job.rate, job.concurrency, job.max_attempts, job.timeout) == (10, 10, 5, 30)
+    assert (listing.rate, listing.max_attempts, listing.timeout) == (10, 5, 30)
 
 
 def test_values_are_trimmed_and_control_characters_refused():

@@ -54,7 +54,9 @@ def test_excerpts_are_bounded_and_printable(text, limit):
 def test_invalid_lines_are_shown_whole_so_they_can_be_found():
     """A 129-character ID comes back whole, non-ASCII escaped; a BOM is not part of an ID."""
     long_id = "B" * 129
-    assert parse_line(long_id.encode()) == Skipped(long_id, "invalid", detail=ANY_DETAIL)
+    assert parse_line(long_id.encode()) == Skipped(
+        run_id=long_id, reason="invalid", detail=ANY_DETAIL
+    )
     assert parse_line("café".encode()).run_id == "caf\\xe9"
     assert parse_line(b"\xef\xbb\xbfok-bom") == "ok-bom"
     assert parse_line(b"esc\x1b[31m").run_id == "esc\\x1b[31m"

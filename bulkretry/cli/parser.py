@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Final
 
 from bulkretry import __version__
+from bulkretry._settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RATE,
+    DEFAULT_TIMEOUT,
+)
 
 from .commands import demo as run_demo
 from .commands import failed as run_failed
@@ -79,9 +85,9 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     job.add_argument(
         "--concurrency",
         type=_positive_int,
-        default=10,
+        default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help="at most N requests in flight (default: 10)",
+        help=f"at most N requests in flight (default: {DEFAULT_CONCURRENCY})",
     )
     job.add_argument(
         "--journal",
@@ -180,23 +186,23 @@ def _pace_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--rate",
         type=_rate,
-        default=10.0,
+        default=DEFAULT_RATE,
         metavar="R",
-        help="at most R requests started per second; 0 = no limit (default: 10)",
+        help=f"at most R requests started per second; 0 = no limit (default: {DEFAULT_RATE:g})",
     )
     group.add_argument(
         "--max-attempts",
         type=_positive_int,
-        default=5,
+        default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
-        help="attempts per run ID, the first included (default: 5)",
+        help=f"attempts per run ID, the first included (default: {DEFAULT_MAX_ATTEMPTS})",
     )
     group.add_argument(
         "--timeout",
         type=_positive_float,
-        default=30.0,
+        default=DEFAULT_TIMEOUT,
         metavar="S",
-        help="seconds for one request (default: 30)",
+        help=f"seconds for one request (default: {DEFAULT_TIMEOUT:g})",
     )
 
 
