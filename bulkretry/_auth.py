@@ -37,9 +37,6 @@ class TokenSource(Protocol):
     async def token(self) -> str:
         """A token that is valid now."""
 
-    async def refresh(self, stale: str) -> str:
-        """A token other than ``stale``, fetching one if nobody has yet."""
-
     def forget(self, stale: str) -> None:
         """Drop ``stale`` after a 401, so that the next ``token()`` is a new one."""
 
@@ -61,10 +58,6 @@ class StaticToken:
 
     def forget(self, stale: str) -> None:
         """A static token cannot be replaced: nothing to forget."""
-
-    async def refresh(self, stale: str) -> str:  # noqa: ARG002 - part of the protocol
-        """A static token cannot be refreshed: the same one comes back."""
-        return self._token.reveal()
 
     def secrets(self) -> tuple[str, ...]:
         """The token itself."""
@@ -112,7 +105,7 @@ class ImsTokens:
             now < self._refresh_at or (self._lock.locked() and now < self._expires_at)
         ):
             return current.reveal()  # fresh, or still valid while another task refreshes it
-        return await self._renew(current, self._fetches, refused=False)
+        return await self._renew(current, self._fetches)
 
     def forget(self, stale: str) -> None:
         """A 401 refused ``stale``: never hand it out again; the next ``token()`` fetches.
@@ -123,22 +116,13 @@ class ImsTokens:
         if current is not None and current.reveal() == stale:
             self._refresh_at = self._expires_at = -math.inf
 
-    async def refresh(self, stale: str) -> str:
-        """Replace ``stale`` after a 401, unless another worker already did."""
-        current = self._token
-        if current is not None and current.reveal() != stale:
-            return current.reveal()  # replaced since the refused request left
-        return await self._renew(current, self._fetches, refused=True)
-
     def secrets(self) -> tuple[str, ...]:
         """The client secret and every token issued so far."""
         return (self._credentials.client_secret.reveal(), *self._issued)
 
-    async def _renew(self, seen: Secret | None, fetches: int, *, refused: bool) -> str:
+    async def _renew(self, seen: Secret | None, fetches: int) -> str:
         """Under the lock: fetch unless someone did since ``fetches``; share the result."""
         async with self._lock:
-            if refused and self._token is seen:
-                self._refresh_at = self._expires_at = -math.inf  # never hand it out again
             if self._fetches == fetches:  # nobody has tried since this task looked
                 await self._fetch()
             token = self._token

@@ -344,13 +344,15 @@ async def test_concurrent_refreshes_after_401s_make_one_ims_request(emulator, se
         results: list[str] = []
 
         async def refused() -> None:
-            results.append(await tokens.refresh(stale))
+            tokens.forget(stale)  # what the client does on a 401, before sending again
+            results.append(await tokens.token())
 
         async with anyio.create_task_group() as group:
             for _ in range(10):
                 group.start_soon(refused)
         assert len(set(results)) == 1 and results[0] != stale
-        assert await tokens.refresh(stale) == results[0]
+        tokens.forget(stale)
+        assert await tokens.token() == results[0]
         assert await tokens.token() == results[0]
     assert emulator.stats.token_requests == 2
 
@@ -363,8 +365,9 @@ async def test_a_refused_token_is_not_handed_out_again_when_the_refresh_fails():
         ims_tokens(ims.url, attempts=1) as tokens,
     ):
         stale = await tokens.token()
+        tokens.forget(stale)
         with pytest.raises(AuthError):
-            await tokens.refresh(stale)
+            await tokens.token()
         with pytest.raises(AuthError):
             await tokens.token()
     assert len(ims.forms) == 3
