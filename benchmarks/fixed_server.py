@@ -6,6 +6,10 @@ to answer ``POST .../runs/{id}/action?op=re-trigger`` at once with
 
 * ``--max-rate N``: a sliding one-second log of admitted re-triggers; above N the answer is
   ``429`` with ``Retry-After: 1`` (as the emulator's ``Faults(max_rate=...)``);
+* ``--burst B``: make ``--max-rate`` a token bucket instead (N tokens a second, B saved up,
+  full at start), as ``Faults(burst=...)``;
+* ``--schedule 8:10,16:30``: change the cap to 10 at 8 s and 30 at 16 s, counted from the
+  first re-trigger after start or reset (as ``Faults(rate_schedule=...)``);
 * ``--latency S``: every answer leaves S seconds after its request arrived.
 
 Bookkeeping for the benchmarks, read over the same port:
@@ -39,9 +43,18 @@ _HEAD_END = b"\r\n\r\n"
 class State:
     """What the server has seen since the last reset."""
 
-    def __init__(self, *, max_rate: float | None, record_times: bool) -> None:
+    def __init__(
+        self,
+        *,
+        max_rate: float | None,
+        record_times: bool,
+        burst: int | None = None,
+        schedule: tuple[tuple[float, float], ...] = (),
+    ) -> None:
         self.max_rate = max_rate
         self.record_times = record_times
+        self.burst = burst
+        self.schedule = schedule
         self.reset()
 
     def reset(self) -> None:
@@ -53,14 +66,35 @@ class State:
         self.successes: collections.Counter[bytes] = collections.Counter()
         self.admitted: collections.deque[float] = collections.deque()
         self.counter = 0
+        self.origin: float | None = None
+        self.tokens = float(self.burst or 0)
+        self.refilled = 0.0
+
+    def cap(self, now: float) -> float:
+        assert self.max_rate is not None
+        if self.origin is None:
+            self.origin = self.refilled = now
+        cap = self.max_rate
+        for at, scheduled in self.schedule:
+            if now - self.origin >= at:
+                cap = scheduled
+        return cap
 
     def over_rate(self, now: float) -> bool:
         if self.max_rate is None:
             return False
+        cap = self.cap(now)
+        if self.burst is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.refilled) * cap)
+            self.refilled = now
+            if self.tokens < 1:
+                return True
+            self.tokens -= 1
+            return False
         admitted = self.admitted
         while admitted and admitted[0] <= now - 1.0:
             admitted.popleft()
-        if len(admitted) >= self.max_rate:
+        if len(admitted) >= cap:
             return True
         admitted.append(now)
         return False
@@ -76,6 +110,7 @@ class State:
             "retriggered_twice_sample": twice[:5],
             "times": self.times,
             "ok_times": self.ok_times,
+            "origin": self.origin,
         }
 
 
@@ -195,10 +230,21 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-rate", type=float, help="429 above this many per sliding second")
+    parser.add_argument("--burst", type=int, help="--max-rate as a token bucket of B tokens")
+    parser.add_argument("--schedule", default="", help="cap changes: SECONDS:CAP,...")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--record-times", action="store_true", help="keep arrival times")
     args = parser.parse_args()
-    state = State(max_rate=args.max_rate, record_times=args.record_times)
+    schedule = tuple(
+        (float(at), float(cap))
+        for at, cap in (part.split(":") for part in args.schedule.split(",") if part)
+    )
+    state = State(
+        max_rate=args.max_rate,
+        record_times=args.record_times,
+        burst=args.burst,
+        schedule=schedule,
+    )
     if uvloop is not None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:

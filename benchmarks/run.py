@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import os
 import platform
 import random
@@ -33,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 BASE_PATH = "/data/foundation/flowservice"
-PARTS = ("floor", "memory", "pacing", "throttled", "latency")
+PARTS = ("floor", "memory", "pacing", "throttled", "capchange", "latency")
 EXTRA_PARTS = ("profile",)
 
 
@@ -502,51 +503,120 @@ def part_pacing(ctx: Context) -> None:
         )
 
 
-def part_throttled(ctx: Context) -> None:
-    n, limit = 600, 30
-    with fixed_server("--max-rate", str(limit), "--record-times") as server:
-        out = ctx.work / "throttled.jsonl"
+SHAPES = {
+    "window": ("a sliding 1 s window", ()),
+    "bucket": ("a token bucket, burst 5", ("--burst", "5")),
+}
+
+
+def throttled_job(ctx: Context, name: str, n: int, *server_args: str) -> tuple[dict, dict]:
+    """bulkretry --rate 100 --concurrency 32 against a throttling fixed server."""
+    with fixed_server(*server_args, "--record-times") as server:
+        out = ctx.work / f"{name}.jsonl"
         ran = run_measured(
-            [*bulkretry_cmd(), "retry", "--rate", "100", "--concurrency", "10"],
+            [*bulkretry_cmd(), "retry", "--rate", "100", "--concurrency", "32"],
             stdin=ctx.ids(n),
             stdout=out,
             env=bulkretry_env(server.base_url),
         )
         stats = server.stats()
     summary = summary_of(out)
-    ok_times = stats["ok_times"]
-    assert isinstance(ok_times, list)
-    elapsed = float(summary.get("elapsed_s") or ran.wall)
-    achieved = n / elapsed
+    if summary.get("total") != n:
+        raise RuntimeError(f"{name}: rc={ran.returncode} summary={summary}")
+    return stats, summary
+
+
+def part_throttled(ctx: Context) -> None:
+    """Both throttle shapes at 30/s: share of the cap used, 429s, nothing failed or doubled."""
+    n, limit = 600, 30
     table = ctx.table
-    table.add(
-        "throttled",
-        f"server 429s above {limit}/s; bulkretry --rate 100, {n} IDs",
-        f"{achieved:.1f} req/s re-triggered = {achieved / limit:.0%} of {limit}/s "
-        f"({elapsed:.1f} s)",
-        ">= 85%",
-        achieved / limit >= 0.85,
-    )
-    table.add(
-        "throttled",
-        "429 answers received",
-        f"{stats['throttled']} ({stats['throttled'] / n:.0%} of IDs)",
-    )
-    table.add("throttled", "failed", str(summary.get("failed")), "0", summary.get("failed") == 0)
-    table.add(
-        "throttled",
-        "runs re-triggered twice (server count)",
-        str(stats["retriggered_twice"]),
-        "0",
-        stats["retriggered_twice"] == 0,
-    )
-    table.add(
-        "throttled",
-        "re-triggered (summary / distinct at server)",
-        f"{summary.get('retriggered')} / {stats['distinct_ok']}",
-        str(n),
-        summary.get("retriggered") == n == stats["distinct_ok"],
-    )
+    for shape, (label, extra) in SHAPES.items():
+        stats, summary = throttled_job(
+            ctx, f"throttled-{shape}", n, "--max-rate", str(limit), *extra
+        )
+        ok_times = sorted(stats["ok_times"])  # type: ignore[arg-type]
+        span = ok_times[-1] - ok_times[0]
+        used = (len(ok_times) - 1) / span / limit
+        table.add(
+            "throttled",
+            f"{label} at {limit}/s; --rate 100 --concurrency 32, {n} IDs: "
+            "share of the cap used (first to last success)",
+            f"{used:.1%} ({span:.1f} s)",
+            ">= 95%",
+            used >= 0.95,
+        )
+        refused = int(stats["throttled"])  # type: ignore[call-overload]
+        table.add(
+            "throttled",
+            f"{shape}: 429 answers received",
+            f"{refused} ({refused / n:.0%} of IDs)",
+            f"< {n // 5}",
+            refused < n / 5,
+        )
+        doubled = stats["retriggered_twice"]
+        done = f"{summary.get('retriggered')} / {stats['distinct_ok']}"
+        table.add(
+            "throttled",
+            f"{shape}: failed; re-triggered twice; re-triggered (summary / server)",
+            f"{summary.get('failed')}; {doubled}; {done}",
+            f"0; 0; {n}",
+            summary.get("failed") == 0
+            and doubled == 0
+            and summary.get("retriggered") == n == stats["distinct_ok"],
+        )
+
+
+def part_capchange(ctx: Context) -> None:
+    """A cap of 30/s, then 10/s from 8 s, then 30/s from 16 s: how fast the pace follows.
+
+    Down: seconds from the drop until the starts of the trailing second are at most 1.1x the
+    new cap. Up: seconds from the rise until the successes of the trailing second reach 90 %
+    of it. Both are read from the server's arrival times, in 50 ms steps.
+    """
+    n, high, low, drop, rise = 600, 30, 10, 8.0, 16.0
+    for shape, (label, extra) in SHAPES.items():
+        stats, summary = throttled_job(
+            ctx,
+            f"capchange-{shape}",
+            n,
+            "--max-rate",
+            str(high),
+            "--schedule",
+            f"{drop}:{low},{rise}:{high}",
+            *extra,
+        )
+        origin = float(stats["origin"])  # type: ignore[arg-type]
+        starts = sorted(t - origin for t in stats["times"])  # type: ignore[attr-defined]
+        oks = sorted(t - origin for t in stats["ok_times"])  # type: ignore[attr-defined]
+        down = settle(starts, drop, lambda count: count <= 1.1 * low)
+        up = settle(oks, rise, lambda count: count >= 0.9 * high)
+        ok = summary.get("failed") == 0 and stats["retriggered_twice"] == 0
+        ctx.table.add(
+            "cap change",
+            f"{label}, {high}/s -> {low}/s at {drop:.0f} s: followed down within",
+            f"{down:.2f} s",
+            "<= 2 s",
+            down <= 2.0,
+        )
+        ctx.table.add(
+            "cap change",
+            f"{shape}, {low}/s -> {high}/s at {rise:.0f} s: followed up within "
+            "(failed; re-triggered twice)",
+            f"{up:.2f} s ({summary.get('failed')}; {stats['retriggered_twice']})",
+            "<= 5 s (0; 0)",
+            up <= 5.0 and ok,
+        )
+
+
+def settle(times: Sequence[float], change: float, good: Callable[[int], bool]) -> float:
+    """Seconds after ``change`` until the count of ``times`` in the trailing second is good."""
+    at = change
+    while at < change + 30:
+        at += 0.05
+        count = bisect.bisect_left(times, at) - bisect.bisect_left(times, at - 1.0)
+        if good(count):
+            return at - change
+    return math.inf
 
 
 def part_latency(ctx: Context) -> None:
@@ -617,6 +687,7 @@ PART_FUNCS: dict[str, Callable[[Context], None]] = {
     "memory": part_memory,
     "pacing": part_pacing,
     "throttled": part_throttled,
+    "capchange": part_capchange,
     "latency": part_latency,
     "profile": part_profile,
 }

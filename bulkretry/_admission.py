@@ -1,13 +1,16 @@
 """When may the next request start? Two small meters, consulted in order.
 
-``Slowdown`` paces the job after 429s, so a throttled job converges on what the server
-allows instead of hammering it. Once per second it looks at the share of starts that
-were answered 429 (DCTCP's marked fraction, RFC 8257 section 3.3). Above a tenth, it
-cuts the pace by half that share and by at least a fifth (AIMD's decrease), so a server
-far over its limit is met at once. At or below a tenth, the pace grows by a tenth, and
-every success adds a little more, until the slow-down lets go. The share threshold,
-rather than "any 429", keeps a few stray 429s from dragging a fast job down to a crawl
-(with 5 % random 429s, "any 429" held an unlimited job near 11 requests a second).
+``Governor`` finds the rate a throttling server accepts and paces the job just under it.
+It is BBR's idea (pace at the measured delivery rate rather than cut on loss as AIMD does;
+Cardwell et al., "BBR: Congestion-Based Congestion Control", ACM Queue 2016) fitted to
+429s. Once 429s are more than noise, the server's cap is the number of *accepted* answers
+over its window (the ``Retry-After`` span, one second by default), and the pace goes to
+99 % of that. While 429s go on, the cap is measured again every eighth of a window (a
+measure only ever lowers the pace), so a cap that drops is followed within a window.
+After a quiet hold the pace probes upward, gently at first and faster the longer no 429
+comes, so a raised cap is found in seconds; the next 429 measures the cap again, and a
+probe that reaches ``--rate`` lets go. A server that accepts nothing is left alone for
+its ``Retry-After``.
 
 ``Pace`` enforces ``--rate R``: no burst at start, at most R starts in any one-second
 window, and about 98 % of R used (see its docstring). Like aiometer's meters, each part
@@ -29,18 +32,121 @@ MARGIN: Final = 0.02
 _SPAN: Final = 1 + MARGIN / 2
 """Seconds that any ``rate + 1`` consecutive starts span at least: 10 ms of jitter absorbed."""
 
-_WINDOW: Final = 1.0
-"""Seconds of starts and 429s the share is measured over."""
-_COOLDOWN: Final = 1.0
-"""At most one change of pace per this many seconds: let the last change show its effect."""
-_QUIET: Final = 0.1
-"""A share of 429s at or below this is noise, not a limit: speed up rather than cut."""
-_CUT: Final = 0.8
-"""The least a cut takes off: a fifth, as in the classic AIMD decrease."""
-_GROWTH: Final = 1.1
-_GAIN: Final = 1.0
-"""Requests per second added back per second of successes, on top of ``_GROWTH``."""
-_FLOOR: Final = 0.5
+_UNDER: Final = 0.99
+"""The pace sits this far under the accepted rate measured: under the cap, not on it."""
+_NOISE: Final = 0.1
+"""A share of 429s at or below this, in a job not yet slowed, is noise, not a cap."""
+_WINDOW: Final = (1.0, 10.0)
+"""The server's window is its ``Retry-After``, within these bounds (seconds)."""
+_HOLD: Final = 1.5
+"""Windows of steady pace after a change before probing: let the measure settle."""
+_PROBE: Final = 0.15
+"""Probe growth: the pace is multiplied by exp(_PROBE * t**2), t seconds into the probe:
++4 % after half a second, x3 after 2.7 s. Gentle near the cap, quick to find a raised one."""
+_RELEASE: Final = 4.0
+"""With no ``--rate``, the governor lets go once probing passes this many times the cap."""
+_FLOOR: Final = 0.2
+"""Requests per second at least: the job never stalls."""
+
+
+class Governor:
+    """The pace a throttling server accepts, as a pure function of time and answers.
+
+    ``answered`` takes each answer, ``earliest`` says when the next start may be, and
+    ``started`` records it. ``rate`` is None while no cap is in force.
+    """
+
+    def __init__(self, ceiling: float) -> None:
+        self._ceiling = ceiling or math.inf
+        self._window = _WINDOW[0]
+        self._accepted: deque[float] = deque()  # answer times within the window
+        self._refused: deque[float] = deque()
+        self._first: float | None = None  # first start: no measure spans more than the job
+        self._base: float | None = None  # pace when the probe starts
+        self._cap = 0.0  # the accepted rate last measured
+        self._changed = -math.inf
+        self._onset: float | None = None  # first 429 while not slowed: the job met the cap
+        self._since_onset = 0  # answers accepted since then
+        self._last_start = -math.inf
+        self._closed_until = -math.inf
+
+    def rate(self, now: float) -> float | None:
+        """The pace at ``now`` (requests per second), or None when not slowed."""
+        if self._base is None:
+            return None
+        probing = now - self._changed - _HOLD * self._window
+        if probing <= 0:
+            return self._base
+        pace = self._base * math.exp(min(_PROBE * probing * probing, 50.0))
+        # Probed up to --rate, or far past the cap: let go.
+        return None if pace >= self._ceiling or pace >= _RELEASE * self._cap else pace
+
+    def earliest(self, now: float) -> float:
+        """When the next request may start (``now`` or later)."""
+        pace = self.rate(now)
+        if pace is None:
+            self._base = None
+            return max(now, self._closed_until)
+        return max(now, self._closed_until, self._last_start + 1 / pace)
+
+    def idle(self, now: float) -> bool:
+        """True when the next start need not wait at all."""
+        return self._base is None and now >= self._closed_until
+
+    def started(self, now: float) -> None:
+        """A request starts now."""
+        if self._first is None:
+            self._first = now
+        self._last_start = now
+
+    def answered(self, now: float, *, throttled: bool, retry_after: float | None = None) -> None:
+        """An answer came; a 429 (``throttled``) may measure the cap and lower the pace."""
+        horizon = now - self._window
+        for times in (self._accepted, self._refused):
+            while times and times[0] <= horizon:
+                times.popleft()
+        if not throttled:
+            self._accepted.append(now)
+            self._since_onset += 1
+            return
+        if self._base is None and not self._refused:
+            self._onset, self._since_onset = now, 0
+        self._refused.append(now)
+        if retry_after is not None:
+            self._window = min(max(retry_after, _WINDOW[0]), _WINDOW[1])
+        self._measure(now, retry_after)
+
+    def _measure(self, now: float, retry_after: float | None) -> None:
+        """After a 429: engage, or measure the cap again and lower the pace to just under it."""
+        accepted, refused = len(self._accepted), len(self._refused)
+        if self._base is None and (refused < 2 or refused <= _NOISE * (accepted + refused)):
+            return  # stray 429s in a fast job: noise
+        if accepted == 0:  # the server takes nothing: leave it alone as it asks
+            self._closed_until = now + (retry_after or self._window)
+        if now - self._changed < self._window / 8:
+            return  # measured a moment ago: let that change show its effect
+        self._cap = max(accepted / self._window, self._onset_rate(now, accepted))
+        pace = max(_FLOOR, _UNDER * self._cap)
+        current = self.rate(now)
+        # A cut takes at most half: one window may have held too few starts to measure by.
+        self._base = pace if current is None else min(current, max(pace, current / 2))
+        self._changed = now
+
+    def _onset_rate(self, now: float, accepted: int) -> float:
+        """The accepted rate since the job met the cap, for the first window after it.
+
+        A window that reaches back before the job started (or before it was sending
+        faster than the cap) under-counts: a token bucket's burst was all it took then.
+        A quarter window after the first 429, what came through since is the cap; before
+        that, the accepted rate since the first start over-counts (the burst, or the head
+        start of a window reaching back before the job): half of it is the guess.
+        """
+        if self._onset is None or self._first is None or now - self._onset >= self._window:
+            return 0.0  # the window alone measures
+        since = now - self._onset
+        if since >= self._window / 4:
+            return self._since_onset / since
+        return accepted / max(min(self._window, now - self._first), 1e-3) / 2
 
 
 class Pace:
@@ -80,72 +186,6 @@ class Pace:
             await anyio.sleep(slot - now)
 
 
-class Slowdown:
-    """Job-wide pace that engages when 429s are a real share, and recovers as they fade."""
-
-    def __init__(self, ceiling: float) -> None:
-        self._ceiling = ceiling or math.inf
-        self.rate: float | None = None  # requests per second while slowed, None when not
-        self._release = math.inf
-        self._next_slot = 0.0
-        self._last_change = -math.inf
-        self._starts: deque[float] = deque()
-        self._throttles: deque[float] = deque()
-
-    def started(self, now: float) -> None:
-        """Count a start; while slowed, this is also when the pace may grow."""
-        self._starts.append(now)
-        self._forget(now)
-        if self.rate is not None:
-            self._adjust(now)
-
-    def throttled(self, now: float) -> None:
-        """A 429 arrived: count it, and cut the pace if 429s are more than noise."""
-        self._throttles.append(now)
-        self._forget(now)
-        self._adjust(now)
-
-    def succeeded(self) -> None:
-        """An answer that was not a 429: speed up a little."""
-        if self.rate is not None:
-            self._set(self.rate + _GAIN / self.rate)
-
-    def _forget(self, now: float) -> None:
-        for window in (self._starts, self._throttles):
-            while window and window[0] <= now - _WINDOW:
-                window.popleft()
-
-    def _adjust(self, now: float) -> None:
-        """At most once per cooldown: cut when 429s are over a tenth of starts, else grow."""
-        if now - self._last_change < _COOLDOWN:
-            return
-        starts = max(len(self._starts), len(self._throttles), 1)
-        share = len(self._throttles) / starts
-        if share > _QUIET:
-            base = self.rate
-            if base is None:  # engage at the pace the server just saw
-                base = max(float(starts), _FLOOR)
-                self._release = min(self._ceiling, base * 2)
-            self.rate = max(_FLOOR, base * min(_CUT, 1 - share / 2))
-            self._last_change = now
-        elif self.rate is not None:
-            self._set(self.rate * _GROWTH)
-            self._last_change = now
-
-    def _set(self, rate: float) -> None:
-        self.rate = None if rate >= self._release else rate
-
-    async def wait(self) -> None:
-        """Return at this request's reserved slot while slowed; at once otherwise."""
-        if self.rate is None:
-            return
-        now = anyio.current_time()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1 / self.rate
-        if slot > now:
-            await anyio.sleep(slot - now)
-
-
 class Admission:
     """The gate every request passes just before it starts; it takes its own feedback.
 
@@ -154,26 +194,32 @@ class Admission:
 
     def __init__(self, rate: float) -> None:
         self._pace = Pace(rate)
-        self._slowdown = Slowdown(rate)
+        self._governor = Governor(rate)
+        self._turn = anyio.Lock()
 
     @property
     def free(self) -> bool:
         """True when nothing would make a request wait: no rate limit, not slowed."""
-        return self._pace.free and self._slowdown.rate is None
+        return self._pace.free and self._governor.idle(time.monotonic())
 
     async def wait(self) -> None:
-        """Wait for the slow-down slot, then the user's rate; then the request starts.
+        """Wait for the governor's turn, then the user's rate; then the request starts.
 
-        When ``free``, this returns without a checkpoint: the unlimited case costs nothing.
+        Waiters queue on a lock and only the first sleeps, re-reading the pace when it
+        wakes, so a cut applies to requests already waiting. When ``free``, this returns
+        without a checkpoint: the unlimited case costs nothing.
         """
         if not self.free:
-            await self._slowdown.wait()
-            await self._pace.wait()
-        self._slowdown.started(anyio.current_time())
+            async with self._turn:
+                while True:  # the pace may change while this waiter sleeps
+                    now = time.monotonic()
+                    at = self._governor.earliest(now)
+                    if at <= now:
+                        break
+                    await anyio.sleep(at - now)
+                await self._pace.wait()
+        self._governor.started(time.monotonic())
 
-    def answered(self, *, throttled: bool) -> None:
-        """An answer came: a 429 (``throttled``) slows the job, anything else speeds it up."""
-        if throttled:
-            self._slowdown.throttled(anyio.current_time())
-        else:
-            self._slowdown.succeeded()
+    def answered(self, *, throttled: bool, retry_after: float | None = None) -> None:
+        """An answer came: a 429 (``throttled``) may slow the job; ``Retry-After`` in seconds."""
+        self._governor.answered(time.monotonic(), throttled=throttled, retry_after=retry_after)

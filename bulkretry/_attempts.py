@@ -159,8 +159,8 @@ class Gate(Protocol):
     async def wait(self) -> None:
         """Return when the next request may start."""
 
-    def answered(self, *, throttled: bool) -> None:
-        """An answer came; ``throttled`` when it was a 429."""
+    def answered(self, *, throttled: bool, retry_after: float | None = None) -> None:
+        """An answer came; ``throttled`` when it was a 429, with its ``Retry-After`` seconds."""
 
 
 class Interrupter(Protocol):
@@ -262,7 +262,7 @@ class Attempts:
         if self._gate is None:
             return
         if isinstance(error, APIError) and error.status == 429:
-            self._gate.answered(throttled=True)
+            self._gate.answered(throttled=True, retry_after=error.retry_after)
         elif decision in {Decision.REFUSED, Decision.UNCERTAIN}:
             self._gate.answered(throttled=False)
 

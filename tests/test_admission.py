@@ -1,12 +1,22 @@
-"""Admission: the 429 slow-down as pure arithmetic, then against a rate-limited emulator."""
+"""Admission: the governor against simulated servers, the gate, a rate-limited emulator.
 
+The governor is a pure function of (time, answers), so a whole job runs in simulated time.
+"""
+
+import bisect
+import heapq
+import itertools
+import math
+import random
 import time
+from collections import deque
+from dataclasses import dataclass, field
 
 import anyio
 import pytest
 
 from bulkretry import Retriggered
-from bulkretry._admission import Admission, Pace, Slowdown
+from bulkretry._admission import MARGIN, Admission, Governor, Pace
 from bulkretry.emulator import Faults
 
 from .test_api import collect
@@ -14,130 +24,200 @@ from .test_api import collect
 pytestmark = pytest.mark.anyio
 
 
-def traffic(slowdown, per_second, seconds=1.0, *, start=0.0, throttled_every=0):
-    """Feed evenly spaced starts; every ``throttled_every``-th one is answered 429."""
-    count = round(per_second * seconds)
-    for n in range(count):
-        now = start + n / per_second
-        slowdown.started(now)
-        if throttled_every and n % throttled_every == throttled_every - 1:
-            slowdown.throttled(now)
-        else:
-            slowdown.succeeded()
-    return start + seconds
+class Window:
+    """A server admitting at most ``cap`` per sliding ``span``; ``caps``: (from second, cap)."""
+
+    def __init__(self, *caps, span=1.0):
+        self.caps, self.span, self.admitted = caps or ((0.0, 30),), span, deque()
+
+    def cap(self, now):
+        """The cap in force at ``now``."""
+        return [cap for start, cap in self.caps if now >= start][-1]
+
+    def admit(self, now):
+        """Whether a request arriving at ``now`` is accepted."""
+        while self.admitted and self.admitted[0] <= now - self.span:
+            self.admitted.popleft()
+        if len(self.admitted) >= self.cap(now):
+            return False
+        self.admitted.append(now)
+        return True
 
 
-def test_stray_429s_do_not_slow_the_job():
+class Bucket(Window):
+    """A token bucket: ``cap`` tokens a second, ``burst`` saved up, full at start."""
+
+    def __init__(self, *caps, burst=5):
+        super().__init__(*caps)
+        self.burst, self.tokens, self.last = burst, burst, 0.0
+
+    def admit(self, now):
+        """Whether a request arriving at ``now`` gets a token."""
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.cap(now))
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class Job:
+    """What a simulated job saw: start and success times, 429s, runs that ran out of tries."""
+
+    starts: list = field(default_factory=list)
+    successes: list = field(default_factory=list)
+    refused: int = 0
+    failed: int = 0
+
+    def used(self, cap):
+        """Share of ``cap`` used from the first to the last success."""
+        return (len(self.successes) - 1) / (self.successes[-1] - self.successes[0]) / cap
+
+
+LATENCY, TRIES = 0.002, 5
+
+
+def simulate(server, ids=600, *, rate=100, concurrency=32):
+    """A job as the pipeline runs it, in simulated time.
+
+    Each worker owns a run ID until its outcome, a 429 (Retry-After: 1) waits at least a
+    second, and every start passes the governor, then --rate.
+    """
+    governor, rng, spacing = Governor(rate), random.Random(1), (1 + MARGIN) / rate
+    job, now, last, busy, seq = Job(), 0.0, -math.inf, 0, 0
+    todo, ready, events = iter(range(ids)), deque(), []
+    while True:
+        while busy < concurrency and (run := next(todo, None)) is not None:
+            busy += 1
+            ready.append((run, 1))
+        gate = max(now, governor.earliest(now), last + spacing) if ready else math.inf
+        if gate == math.inf and not events:
+            return job
+        if events and events[0][0] < gate:
+            now, _, run, tried, accepted = heapq.heappop(events)
+            if accepted is None:  # a backoff ended
+                ready.append((run, tried))
+                continue
+            governor.answered(now, throttled=not accepted, retry_after=1.0)
+            if accepted:
+                job.successes.append(now)
+            else:
+                job.refused += 1
+            if accepted or tried == TRIES:
+                job.failed += not accepted
+                busy -= 1
+            else:
+                wake = now + max(1.0, rng.uniform(0, 0.5 * 2 ** (tried - 1)))
+                seq += 1
+                heapq.heappush(events, (wake, seq, run, tried + 1, None))
+            continue
+        now = gate
+        if governor.earliest(now) > now:  # the pace changed meanwhile
+            continue
+        run, tried = ready.popleft()
+        governor.started(now)
+        job.starts.append(now)
+        last, seq = now, seq + 1
+        heapq.heappush(events, (now + LATENCY, seq, run, tried, server.admit(now + LATENCY / 2)))
+
+
+def settled(times, change, good):
+    """Seconds after ``change`` until the count of ``times`` in the trailing second is good."""
+    at = change
+    while at < change + 30:
+        at += 0.05
+        if good(bisect.bisect_left(times, at) - bisect.bisect_left(times, at - 1.0)):
+            return at - change
+    return math.inf
+
+
+@pytest.mark.parametrize("server", [Window(), Bucket()], ids=["window", "bucket"])
+def test_a_job_uses_nearly_all_of_a_servers_cap(server):
+    """600 IDs at --rate 100 against a 30/s cap: >= 95 % of it used, few 429s, none failed."""
+    job = simulate(server)
+    assert len(job.successes) == 600
+    assert job.failed == 0
+    assert job.used(30) >= 0.95
+    assert job.refused < 600 / 5
+
+
+@pytest.mark.parametrize("shape", [Window, Bucket])
+def test_a_cap_that_changes_is_followed_down_and_back_up(shape):
+    """A cap of 30/s, 10/s from 8 s, 30/s from 16 s: down within 2 s, back up within 5 s."""
+    job = simulate(shape((0.0, 30), (8.0, 10), (16.0, 30)), ids=900)
+    assert job.failed == 0
+    assert settled(job.starts, 8.0, lambda count: count <= 11) <= 2.0
+    assert settled(job.successes, 16.0, lambda count: count >= 27) <= 5.0
+
+
+def test_stray_429s_do_not_slow_a_fast_job():
     """A 429 share at the noise level (5 %) leaves a fast job at full speed for good."""
-    slowdown = Slowdown(0)
-    traffic(slowdown, 200, seconds=10, throttled_every=20)
-    assert slowdown.rate is None
+    governor = Governor(0)
+    for n in range(2000):  # 10 s at 200/s
+        now = n / 200
+        assert governor.earliest(now) == now
+        governor.started(now)
+        governor.answered(now + 0.001, throttled=n % 20 == 0, retry_after=1.0)
+    assert governor.rate(10.0) is None
 
 
-def test_a_real_share_of_429s_engages_below_the_pace_seen():
-    """When over a tenth of starts get 429, the pace drops below what the server just saw."""
-    slowdown = Slowdown(0)
-    now = traffic(slowdown, 40)
-    for _ in range(8):
-        slowdown.throttled(now)
-    assert slowdown.rate is not None
-    assert 0 < slowdown.rate <= 40 * 0.8
+def test_the_pace_never_exceeds_the_users_rate():
+    """Probing upward stops at --rate: the governor lets go, and --rate alone paces."""
+    governor = Governor(50)
+    for n in range(40):  # a burst at 100/s into a 20/s window: engaged
+        governor.started(n / 100)
+        governor.answered(n / 100, throttled=n >= 20, retry_after=1.0)
+    paces = [governor.rate(t / 10) for t in range(1, 200)]
+    seen = [pace for pace in paces if pace is not None]
+    assert seen and max(seen) <= 50
+    assert governor.earliest(20.0) == 20.0  # released: no wait of its own
+    assert governor.rate(20.0) is None
 
 
-def test_a_deeper_share_cuts_deeper():
-    """A second of all-429 answers halves the pace; a second with a fifth of 429s takes a fifth."""
-    paces = {}
-    for every in (1, 5):
-        slowdown = Slowdown(0)
-        now = traffic(slowdown, 40)
-        for _ in range(8):
-            slowdown.throttled(now)
-        engaged = slowdown.rate
-        assert engaged is not None
-        now = traffic(slowdown, engaged, start=now, throttled_every=every)
-        slowdown.started(now)  # the cooldown is over: the second's share decides
-        assert slowdown.rate is not None
-        paces[every] = slowdown.rate / engaged
-    assert 0.45 < paces[1] < 0.55
-    assert 0.75 < paces[5] < 0.85  # a fifth off, after the successes added a little
+def test_a_server_that_accepts_nothing_is_left_alone_for_its_retry_after():
+    """Only 429s in the window: no start before Retry-After, then a slow pace that goes on."""
+    governor = Governor(0)
+    for n in range(10):
+        governor.started(n * 0.01)
+        governor.answered(n * 0.01, throttled=True, retry_after=3.0)
+    assert governor.earliest(0.1) >= 0.09 + 3.0 - 1e-9
+    pace = governor.rate(3.5)
+    assert pace is not None and pace > 0  # the job never stalls
+    assert governor.earliest(3.2) < 3.2 + 1 / pace + 1e-9
 
 
-def test_cuts_at_most_once_per_cooldown():
-    """A burst of 429s within one cooldown cuts once; after the cooldown it may cut again."""
-    slowdown = Slowdown(0)
-    now = traffic(slowdown, 40)
-    for _ in range(10):
-        slowdown.throttled(now)
-    first = slowdown.rate
-    for step in range(1, 10):
-        for _ in range(10):
-            slowdown.throttled(now + step * 0.09)  # dense 429s for 0.81 s more
-    assert slowdown.rate == first
-    slowdown.throttled(now + 1.0)
-    assert first is not None and slowdown.rate is not None
-    assert slowdown.rate < first
+def test_retry_after_is_the_window_the_cap_is_measured_over():
+    """A server counting per 5 s (Retry-After: 5) is measured per 5 s, not per second."""
+    server, governor = Window((0.0, 50), span=5.0), Governor(0)
+    for n in range(400):  # 100/s into 50 per 5 s (10/s)
+        now = n / 100
+        governor.started(now)
+        governor.answered(now, throttled=not server.admit(now), retry_after=5.0)
+    assert 9 <= governor.rate(4.0) <= 10.1
 
 
-def test_never_below_the_floor():
-    """However long every answer is a 429, the pace stays above zero, so the job progresses."""
-    slowdown = Slowdown(0)
-    slowdown.throttled(0.0)
-    floor = slowdown.rate
-    assert floor is not None and floor > 0
-    for second in range(1, 120):
-        slowdown.throttled(float(second))
-        slowdown.started(second + 0.5)
-        assert slowdown.rate == floor
+async def test_a_cut_applies_to_requests_already_waiting():
+    """Waiters queue on the governor's turn: once slowed, even queued starts are spaced out."""
+    admission, starts = Admission(0), []
+    governor, now = admission._governor, time.monotonic()  # noqa: SLF001 - its recent past
+    for n in range(40):  # the last second: 20 accepted, then 20 refused: a cap of 20/s
+        at = now - 1 + n / 40
+        governor.started(at)
+        governor.answered(at, throttled=n >= 20, retry_after=1.0)
+    assert not admission.free
+    pace = governor.rate(time.monotonic())
+    assert pace is not None and 19 < pace < 20
 
+    async def request():
+        await admission.wait()
+        starts.append(time.monotonic())
 
-def test_recovers_as_429s_fade_and_then_releases():
-    """After the 429s stop, the pace grows every second until the slow-down lets go."""
-    slowdown = Slowdown(0)
-    now = traffic(slowdown, 50)
-    for _ in range(50):
-        slowdown.throttled(now)
-    paces = [slowdown.rate]
-    while slowdown.rate is not None and len(paces) < 60:
-        now = traffic(slowdown, slowdown.rate, start=now)
-        paces.append(slowdown.rate)
-    assert slowdown.rate is None, paces  # released: back to full speed
-    grown = [p for p in paces if p is not None]
-    assert grown == sorted(grown) and len(grown) > 2  # a steady climb, not a jump
-
-
-def test_successes_alone_speed_up_a_slowed_job():
-    """Each success adds back a little pace, about one request per second per second."""
-    slowdown = Slowdown(0)
-    slowdown.rate = 10.0
-    for _ in range(10):  # one second of successes at 10/s
-        slowdown.succeeded()
-    assert 10.9 < slowdown.rate < 11.1
-
-
-def test_release_never_exceeds_the_users_rate():
-    """Recovery lets go no later than the user's --rate."""
-    slowdown = Slowdown(10)
-    now = traffic(slowdown, 10)
-    for _ in range(5):
-        slowdown.throttled(now)
-    assert slowdown.rate is not None
-    seconds = 0
-    while slowdown.rate is not None:
-        assert slowdown.rate <= 10
-        now = traffic(slowdown, slowdown.rate, start=now)
-        seconds += 1
-        assert seconds < 60
-    assert seconds > 0
-
-
-async def test_slowed_waits_are_spaced_by_the_pace():
-    """While slowed at R per second, successive admissions are 1/R apart."""
-    slowdown = Slowdown(0)
-    slowdown.rate = 20.0
-    start = anyio.current_time()
-    for _ in range(6):
-        await slowdown.wait()
-    assert anyio.current_time() - start >= 5 / 20 - 0.01
+    async with anyio.create_task_group() as tasks:
+        for _ in range(3):
+            tasks.start_soon(request)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.95 / pace
 
 
 async def test_admission_is_immediate_when_unlimited_and_not_slowed():

@@ -23,6 +23,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--max-rate", type=float, help="re-triggers admitted per second")
+    parser.add_argument(
+        "--burst", type=int, help="make --max-rate a token bucket holding this many tokens"
+    )
+    parser.add_argument(
+        "--rate-schedule",
+        type=_schedule,
+        default=(),
+        help="change --max-rate mid-job: SECONDS:CAP,... from the first re-trigger",
+    )
     parser.add_argument("--token-lifetime", type=float, default=86400.0)
     parser.add_argument(
         "--run-seconds",
@@ -37,10 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _schedule(text: str) -> tuple[tuple[float, float], ...]:
+    """``8:10,16:30`` -> ((8.0, 10.0), (16.0, 30.0))."""
+    try:
+        return tuple(
+            (float(at), float(cap)) for at, cap in (part.split(":") for part in text.split(","))
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SECONDS:CAP,... not {text!r}") from None
+
+
 async def _main(args: argparse.Namespace) -> None:
     faults = Faults(
         latency=args.latency,
         max_rate=args.max_rate,
+        burst=args.burst,
+        rate_schedule=args.rate_schedule,
         **{name: getattr(args, name) for name in DRAW_ORDER},
     )
     emu = Emulator(

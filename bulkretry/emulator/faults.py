@@ -43,6 +43,9 @@ class Faults:
     ``list_script`` does the same for ``GET /runs`` pages (nothing is applied there, so
     "error_after" is simply a 500). ``max_rate`` admits at most that many re-triggers in any
     sliding second and answers the rest 429. ``body_size`` sizes the oversized answers.
+    sliding second and answers the rest 429. With ``burst`` it is a token bucket instead:
+    ``max_rate`` tokens a second, at most ``burst`` saved up (full at start). ``rate_schedule``
+    changes the cap mid-job: ``(seconds, cap)`` pairs, counted from the first re-trigger.
     """
 
     throttle: float = 0.0
@@ -54,6 +57,8 @@ class Faults:
     retry_after: int | None = 1
     latency: float = 0.0
     max_rate: float | None = None
+    burst: int | None = None
+    rate_schedule: Sequence[tuple[float, float]] = ()
     script: Mapping[str, Sequence[str]] = field(default_factory=dict)
     list_script: Sequence[str] = ()
     ims_unavailable: float = 0.0
@@ -71,6 +76,12 @@ class Faults:
             raise ValueError("latency must be >= 0 and max_rate > 0 (or None)")
         if self.body_size < 1:
             raise ValueError("body_size must be at least 1 byte")
+        schedule = tuple(sorted((float(at), float(cap)) for at, cap in self.rate_schedule))
+        if (self.burst is not None and self.burst < 1) or any(cap <= 0 for _, cap in schedule):
+            raise ValueError("burst must be >= 1 and every scheduled cap > 0")
+        if schedule and self.max_rate is None:
+            raise ValueError("rate_schedule changes max_rate: set max_rate too")
+        object.__setattr__(self, "rate_schedule", schedule)
         script = {run_id: tuple(names) for run_id, names in self.script.items()}
         _check_names([*(n for names in script.values() for n in names), *self.list_script])
         _check_names(self.ims_script, IMS_FAULT_NAMES)
@@ -96,23 +107,46 @@ class FaultPlan:
         self._list_cursor = 0
         self._ims_cursor = 0
         self._admitted: deque[float] = deque()
+        self._tokens: float | None = None  # the token bucket, full at the first request
+        self._refilled = 0.0
+        self._origin: float | None = None  # first re-trigger: where rate_schedule counts from
 
     def restart_scripts(self) -> None:
-        """Start every script from the top, as a new ``Faults`` should."""
+        """Start every script (and the rate schedule) from the top, as a new ``Faults`` should."""
         self._cursors.clear()
         self._list_cursor = 0
         self._ims_cursor = 0
+        self._origin = None
 
     def over_rate(self, faults: Faults, now: float) -> bool:
-        """Sliding one-second window over admitted re-triggers (a sliding-log limiter)."""
+        """Whether the gateway refuses this re-trigger: a sliding log, or a token bucket."""
         if faults.max_rate is None:
             return False
+        cap = self._cap(faults, now)
+        if faults.burst is not None:
+            return not self._take_token(cap, faults.burst, now)
         while self._admitted and self._admitted[0] <= now - 1.0:
             self._admitted.popleft()
-        if len(self._admitted) >= faults.max_rate:
+        if len(self._admitted) >= cap:
             return True
         self._admitted.append(now)
         return False
+
+    def _cap(self, faults: Faults, now: float) -> float:
+        if self._origin is None:
+            self._origin = now
+        cap = faults.max_rate or 0.0
+        for at, scheduled in faults.rate_schedule:
+            if now - self._origin >= at:
+                cap = scheduled
+        return cap
+
+    def _take_token(self, rate: float, burst: int, now: float) -> bool:
+        tokens = burst if self._tokens is None else self._tokens
+        tokens = min(float(burst), tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        self._tokens = tokens - 1 if tokens >= 1 else tokens
+        return tokens >= 1
 
     def retrigger_fault(self, faults: Faults, run_id: str) -> str:
         """Next scripted fault for this run, else a draw; ``"ok"`` means behave."""

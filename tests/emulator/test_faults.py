@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from bulkretry.emulator import Emulator, Faults, serve
+from bulkretry.emulator.faults import FaultPlan
 
 from .support import HEADERS, retrigger
 
@@ -146,6 +147,43 @@ async def test_max_rate_admits_only_that_many_per_second(session):
         assert (await retrigger(session, server, "late"))[0] == 200
 
 
+def test_token_bucket_admits_the_burst_then_the_rate():
+    """With a burst, max_rate is a token bucket: the burst at once, then max_rate a second."""
+    plan, faults = FaultPlan(0), Faults(max_rate=10, burst=3)
+    admitted = [not plan.over_rate(faults, 100.0) for _ in range(5)]
+    assert admitted == [True] * 3 + [False] * 2
+    # 10 tokens a second: one more every 0.1 s, never more than the burst saved up
+    steady = [not plan.over_rate(faults, 100.0 + n * 0.05) for n in range(1, 41)]
+    assert sum(steady) == 20
+    assert sum(not plan.over_rate(faults, 200.0) for _ in range(5)) == 3
+
+
+def test_rate_schedule_changes_the_cap_mid_job():
+    """rate_schedule moves the cap at its times, counted from the first re-trigger."""
+    plan = FaultPlan(0)
+    faults = Faults(max_rate=30, rate_schedule=[(2.0, 10.0), (4.0, 30.0)])
+
+    def admitted(second: float) -> int:  # 60 evenly spaced requests within one second
+        return sum(not plan.over_rate(faults, 50.0 + second + n / 60) for n in range(60))
+
+    assert [admitted(s) for s in (0, 1, 2, 3, 4, 5)] == [30, 30, 10, 10, 30, 30]
+    bucket = FaultPlan(0)
+    faults = Faults(max_rate=30, burst=5, rate_schedule=[(2.0, 10.0)])
+    counts = [
+        sum(not bucket.over_rate(faults, 7.0 + s + n / 60) for n in range(60)) for s in range(4)
+    ]
+    assert counts[0] >= 30 and counts[2] == counts[3] == 10
+
+
+async def test_a_token_bucket_answers_429_over_http(session):
+    """The bucket refuses over HTTP like the window: 429 with Retry-After 1, nothing applied."""
+    emu = Emulator(auto_create=True, faults=Faults(max_rate=1, burst=2))
+    async with serve(emu) as server:
+        answers = await asyncio.gather(*(retrigger(session, server, f"run-{i}") for i in range(5)))
+    assert sorted(status for status, _, _ in answers) == [200] * 2 + [429] * 3
+    assert sum(emu.stats.retriggers.values()) == 2
+
+
 async def test_same_seed_same_chaos(session):
     """Two emulators with one seed misbehave identically, so benchmarks are reproducible."""
     outcomes = []
@@ -184,6 +222,9 @@ async def test_list_script_faults_pages(emu, server, session):
         {"throttle": 0.6, "drop_after": 0.6},
         {"latency": -1},
         {"max_rate": 0},
+        {"max_rate": 5, "burst": 0},
+        {"max_rate": 5, "rate_schedule": [(1.0, 0)]},
+        {"rate_schedule": [(1.0, 5)]},
         {"script": {"r": ["explode"]}},
         {"ims_script": ["garbled_after"]},
     ],
