@@ -4,6 +4,7 @@ The governor is a pure function of (time, answers), so a whole job runs in simul
 """
 
 import bisect
+import contextlib
 import heapq
 import itertools
 import math
@@ -17,9 +18,12 @@ import pytest
 
 from bulkretry import Retriggered
 from bulkretry._admission import MARGIN, Admission, Governor, Pace
+from bulkretry._attempts import Attempts, GaveUp, Policy
+from bulkretry._errors import APIError
 from bulkretry.emulator import Faults
 
 from .test_api import collect
+from .test_attempts import scripted
 
 pytestmark = pytest.mark.anyio
 
@@ -218,6 +222,18 @@ async def test_a_cut_applies_to_requests_already_waiting():
             tasks.start_soon(request)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.95 / pace
+
+
+async def test_the_attempt_loop_hands_retry_after_to_admission():
+    """A 429's Retry-After reaches the governor through the attempt loop: it is waited out."""
+    admission = Admission(0)
+    refused = APIError(429, "429050", "Too many requests", retry_after=8.0)
+    for _ in range(2):  # two runs, one attempt each, both 429: the server takes nothing
+        with contextlib.suppress(GaveUp):
+            await Attempts(Policy(limit=1), gate=admission).run(scripted(refused))
+    assert not admission.free
+    now = time.monotonic()
+    assert admission._governor.earliest(now) >= now + 7.9  # noqa: SLF001 - when it may start
 
 
 async def test_admission_is_immediate_when_unlimited_and_not_slowed():
