@@ -42,10 +42,10 @@ class Faults:
     re-trigger of that ID, overriding the draw; when it runs out the draw applies again.
     ``list_script`` does the same for ``GET /runs`` pages (nothing is applied there, so
     "error_after" is simply a 500). ``max_rate`` admits at most that many re-triggers in any
-    sliding second and answers the rest 429. ``body_size`` sizes the oversized answers.
     sliding second and answers the rest 429. With ``burst`` it is a token bucket instead:
     ``max_rate`` tokens a second, at most ``burst`` saved up (full at start). ``rate_schedule``
     changes the cap mid-job: ``(seconds, cap)`` pairs, counted from the first re-trigger.
+    ``body_size`` sizes the oversized answers.
     """
 
     throttle: float = 0.0
