@@ -25,7 +25,18 @@ from ._errors import (
     TransportError,
     UsageError,
 )
-from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Summary, Uncertain
+from ._follow import Cadence, FollowSettings
+from ._outcomes import (
+    Failed,
+    Finished,
+    Line,
+    Outcome,
+    Planned,
+    Retriggered,
+    Skipped,
+    Summary,
+    Uncertain,
+)
 from ._settings import ApiSettings, ClientCredentials, JobSettings, load_api_settings
 from ._text import Secret
 
@@ -39,13 +50,17 @@ __all__ = [
     "ApiSettings",
     "AuthError",
     "BulkRetryError",
+    "Cadence",
     "ClientCredentials",
     "ConnectError",
     "ConnectionLostError",
     "Failed",
+    "Finished",
+    "FollowSettings",
     "JobSettings",
     "JournalError",
     "JournalLockedError",
+    "Line",
     "Lister",
     "ListingSettings",
     "Outcome",

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._attempts import Backoff
+from ._attempts import Backoff, Policy
 from ._discovery import Lister, ListingSettings
+from ._follow import Follower, FollowSettings
 from ._journal import Journal, read_journal
-from ._outcomes import Outcome, Skipped
+from ._outcomes import Line, Retriggered, Skipped
 from ._pipeline import Pipeline, Stopper, send_without_loss
 from ._settings import ApiSettings, JobSettings
 
@@ -39,7 +40,7 @@ class RetriggerJob:
 
     def __init__(
         self,
-        outcomes: MemoryObjectReceiveStream[Outcome] | None,
+        outcomes: MemoryObjectReceiveStream[Line] | None,
         stopper: Stopper,
         client: FlowService | None,
         done: anyio.Event,
@@ -49,7 +50,7 @@ class RetriggerJob:
         self._client = client
         self._done = done
 
-    def __aiter__(self) -> AsyncIterator[Outcome]:
+    def __aiter__(self) -> AsyncIterator[Line]:
         if self._outcomes is None:
             raise TypeError("this job delivers outcomes to on_outcome; await job.wait() instead")
         return self._outcomes.__aiter__()
@@ -75,12 +76,13 @@ class RetriggerJob:
 
 
 @asynccontextmanager
-async def retrigger(
+async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, each optional
     run_ids: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
     api: ApiSettings | None,
     settings: JobSettings | None = None,
     *,
-    on_outcome: Callable[[Outcome], object] | None = None,
+    on_outcome: Callable[[Line], object] | None = None,
+    follow: FollowSettings | None = None,
     backoff: Backoff | None = None,
 ) -> AsyncIterator[RetriggerJob]:
     """Re-trigger ``run_ids``; yields a job that gives one outcome per run ID read.
@@ -88,6 +90,8 @@ async def retrigger(
     Iterate the job for outcomes, or pass ``on_outcome`` to have each one handed to a
     function (plain or async: an async one holds its worker back until it returns) as
     soon as it is known, and ``await job.wait()``; the CLI does this: no stream between.
+    With ``follow`` (``--wait``) each new run is polled to its end and a ``Finished``
+    follows its ``Retriggered``.
     Raises ``AuthError`` before any re-trigger when no token can be had, and
     ``JournalLockedError`` when another process holds the journal.
     """
@@ -117,14 +121,36 @@ async def retrigger(
             settings, client, journal=journal, previous=previous, backoff=backoff, stopper=stopper
         )
         done = anyio.Event()
-        send, receive = anyio.create_memory_object_stream[Outcome](_OUT_BUFFER)
+        send, receive = anyio.create_memory_object_stream[Line](_OUT_BUFFER)
         if on_outcome is not None:
             receive.close()
         emit = _emitter(send, on_outcome)
+        follower = None
+        if follow is not None and client is not None:
+            policy = Policy(  # a GET is safe to repeat: a lost answer is asked again
+                limit=settings.max_attempts,
+                refreshable=client.tokens.refreshable,
+                retry_uncertain=True,
+                backoff=backoff,
+            )
+            follower = Follower(
+                client,
+                follow,
+                policy=policy,
+                gate=pipeline.admission,
+                stopper=stopper,
+                workers=settings.concurrency,
+            )
 
         async def run() -> None:
             async with send:
-                await pipeline.run(run_ids, emit)
+                if follower is None:
+                    await pipeline.run(run_ids, emit)
+                else:
+                    async with anyio.create_task_group() as following:
+                        following.start_soon(follower.run, emit)
+                        await pipeline.run(run_ids, _then_follow(emit, follower))
+                        follower.close()
             done.set()
 
         async with anyio.create_task_group() as tasks, receive:
@@ -134,18 +160,31 @@ async def retrigger(
                 tasks.cancel_scope.cancel()  # the caller stopped iterating early
 
 
+def _then_follow(
+    emit: Callable[[Line], Awaitable[None]], follower: Follower
+) -> Callable[[Line], Awaitable[None]]:
+    """Write each line, then follow the new run of a ``retriggered`` one (``--wait``)."""
+
+    async def emit_and_follow(outcome: Line) -> None:
+        await emit(outcome)  # the old → new map is out before any wait
+        if isinstance(outcome, Retriggered):
+            follower.follow(outcome.run_id, outcome.new_run_id)
+
+    return emit_and_follow
+
+
 def _emitter(
-    send: MemoryObjectSendStream[Outcome], on_outcome: Callable[[Outcome], object] | None
-) -> Callable[[Outcome], Awaitable[None]]:
+    send: MemoryObjectSendStream[Line], on_outcome: Callable[[Line], object] | None
+) -> Callable[[Line], Awaitable[None]]:
     """Where the pipeline's outcomes go: the job's stream, or the caller's handler."""
     if on_outcome is None:
 
-        async def into_stream(outcome: Outcome) -> None:
+        async def into_stream(outcome: Line) -> None:
             await send_without_loss(send, outcome)
 
         return into_stream
 
-    async def to_handler(outcome: Outcome) -> None:
+    async def to_handler(outcome: Line) -> None:
         result = on_outcome(outcome)
         if inspect.isawaitable(result):  # an async handler may hold its worker back
             await result

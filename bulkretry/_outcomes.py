@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 SkipReason = Literal[
     "invalid", "duplicate", "already-retriggered", "interrupted", "generation-limit"
 ]
+FinishStatus = Literal["success", "failed", "timed-out"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +73,33 @@ class Planned:
 Outcome = Retriggered | Failed | Uncertain | Skipped | Planned
 
 
-def outcome_fields(outcome: Outcome) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    """``--wait``: the new run of a ``retriggered`` line ended, or was given up on.
+
+    An extra line after the run ID's final one, not a final line itself: ``total`` does not
+    count it. ``error`` is the new run's first error when it failed, else None.
+    """
+
+    event: ClassVar[str] = "finished"
+    run_id: str
+    new_run_id: str
+    status: FinishStatus
+    records: int
+    error: str | None
+    duration_s: float
+
+    @property
+    def level(self) -> str:
+        """Success is news, failure an error, a timeout a warning."""
+        return {"success": "info", "failed": "error"}.get(self.status, "warning")
+
+
+Line = Outcome | Finished
+"""Everything a job reports before its summary."""
+
+
+def outcome_fields(outcome: Line) -> dict[str, Any]:
     """The JSON fields of an outcome; a ``skipped`` line leaves out the ones it does not use."""
     if isinstance(outcome, Skipped):
         return {
@@ -95,6 +122,15 @@ class Summary:
     skipped: int
     planned: int
     elapsed_s: float
+    recovered: int | None = None  # these three only with --wait
+    failed_again: int | None = None
+    unfinished: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The summary line's fields; the --wait counts only when the job followed runs."""
+        return {
+            name: value for name in self.__slots__ if (value := getattr(self, name)) is not None
+        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,9 +143,15 @@ class Tally:
         )
     )
     invalid: int = 0
+    ended: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("success", "failed", "timed-out"), 0)
+    )
 
-    def add(self, outcome: Outcome) -> None:
-        """Count one final outcome."""
+    def add(self, outcome: Line) -> None:
+        """Count one final outcome, or one ``finished`` line."""
+        if isinstance(outcome, Finished):
+            self.ended[outcome.status] += 1
+            return
         self.counts[outcome.event] += 1
         if isinstance(outcome, Skipped) and outcome.reason == "invalid":
             self.invalid += 1
@@ -124,6 +166,20 @@ class Tally:
         """True when nothing failed, nothing is uncertain and no line was invalid."""
         return not (self.counts["failed"] or self.counts["uncertain"] or self.invalid)
 
-    def summary(self, elapsed_s: float) -> Summary:
-        """Freeze the counts."""
-        return Summary(total=self.total, elapsed_s=round(elapsed_s, 3), **self.counts)
+    @property
+    def recovered(self) -> bool:
+        """``--wait``: True when every re-triggered run was seen to finish ``success``."""
+        return self.ended["success"] == self.counts["retriggered"]
+
+    def summary(self, elapsed_s: float, *, followed: bool = False) -> Summary:
+        """Freeze the counts; ``followed`` adds the ``--wait`` ones."""
+        summary = Summary(total=self.total, elapsed_s=round(elapsed_s, 3), **self.counts)
+        if not followed:
+            return summary
+        recovered, failed_again = self.ended["success"], self.ended["failed"]
+        return replace(
+            summary,
+            recovered=recovered,
+            failed_again=failed_again,
+            unfinished=self.counts["retriggered"] - recovered - failed_again,
+        )

@@ -119,6 +119,11 @@ class Pipeline:
         self._refusals = 0
         self._fatal: str | None = None
 
+    @property
+    def admission(self) -> Admission:
+        """The job's gate; polls of new runs (``--wait``) pass it too, so ``--rate`` counts them."""
+        return self._admission
+
     async def run(
         self,
         items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],

@@ -23,7 +23,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from ._errors import OutputError
-from ._outcomes import Outcome, Summary, Tally, outcome_fields
+from ._outcomes import Line, Summary, Tally, outcome_fields
 from ._text import REDACTED
 
 _REDACTED_BYTES: Final = REDACTED.encode()
@@ -178,10 +178,20 @@ def _pieces(block: bytes, size: int) -> Iterator[memoryview]:
 
 
 class Report:
-    """Writes outcome lines and the summary; counts what it wrote."""
+    """Writes outcome lines and the summary; counts what it wrote.
 
-    def __init__(self, out: BinaryIO, secrets: Callable[[], Iterable[str]] = tuple) -> None:
+    ``followed``: the job follows its new runs (``--wait``), so the summary has their counts.
+    """
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        secrets: Callable[[], Iterable[str]] = tuple,
+        *,
+        followed: bool = False,
+    ) -> None:
         self.tally = Tally()
+        self.followed = followed
         self.redactor = Redactor(secrets)
         self._lines = _Lines(out)
         self._writing: anyio.Lock | None = None  # made in the event loop, on first use
@@ -201,8 +211,8 @@ class Report:
             "error": self._log.error,
         }
 
-    def outcome(self, outcome: Outcome) -> None:
-        """One final line for one run ID."""
+    def outcome(self, outcome: Line) -> None:
+        """One final line for one run ID, or a ``finished`` line."""
         self.tally.add(outcome)
         self._methods[outcome.level](outcome.event, **outcome_fields(outcome))
 
@@ -245,7 +255,6 @@ class Report:
         return summary
 
     def _render_summary(self, elapsed_s: float) -> Summary:
-        summary = self.tally.summary(elapsed_s)
-        fields = {name: getattr(summary, name) for name in summary.__slots__}
-        self._log.info(summary.event, **fields)
+        summary = self.tally.summary(elapsed_s, followed=self.followed)
+        self._log.info(summary.event, **summary.fields())
         return summary

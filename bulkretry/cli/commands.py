@@ -19,7 +19,8 @@ from anyio.abc import TaskStatus
 
 from bulkretry import _api as api
 from bulkretry._discovery import ListingSettings, parse_since
-from bulkretry._outcomes import Outcome, Summary
+from bulkretry._follow import Cadence, FollowSettings
+from bulkretry._outcomes import Finished, Line, Summary
 from bulkretry._report import Report
 from bulkretry._settings import ApiSettings, JobSettings, check_url, load_api_settings
 from bulkretry._sources import InputFiles
@@ -67,7 +68,10 @@ def retry(args: argparse.Namespace) -> int:
 
             progress = Progress(sys.stderr, args.paths)
             stack.callback(progress.close)
-        code, summary = _run(_retry_job(inputs, api_settings, settings, output, progress))
+        follow = _follow_settings(args)
+        code, summary = _run(
+            _retry_job(inputs, api_settings, settings, output, progress, follow=follow)
+        )
     if not args.quiet:
         say(_closing_line(summary, args, code))
     return code
@@ -79,19 +83,21 @@ def _kept_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
     return kept + [("input", STDIN if p == "-" else Path(p)) for p in args.paths or ["-"]]
 
 
-async def _retry_job(
+async def _retry_job(  # noqa: PLR0913 - the job's parts, each built by retry()
     inputs: InputFiles,
     api_settings: ApiSettings | None,
     settings: JobSettings,
     output: Output,
     progress: Progress | None,
+    *,
+    follow: FollowSettings | None,
 ) -> tuple[int, Summary]:
     started = time.monotonic()
-    report = Report(output.file)
+    report = Report(output.file, followed=follow is not None)
 
-    async def on_outcome(outcome: Outcome) -> None:
+    async def on_outcome(outcome: Line) -> None:
         report.outcome(outcome)
-        if progress is not None:
+        if progress is not None and not isinstance(outcome, Finished):
             progress.advance(report.tally)
         if report.backlog:
             await report.drain()  # a slow reader holds this worker back, not the event loop
@@ -102,7 +108,7 @@ async def _retry_job(
         await background.start(signals.listen)  # from the start: the token fetch may be slow
         with signals.startup:
             async with api.retrigger(
-                inputs.items(), api_settings, settings, on_outcome=on_outcome
+                inputs.items(), api_settings, settings, on_outcome=on_outcome, follow=follow
             ) as job:
                 output.start()  # every check passed, the journal is locked: now truncate
                 signals.attach(job)
@@ -120,7 +126,17 @@ async def _retry_job(
         return EXIT_PROBLEMS, summary
     if signals.received:
         return EXIT_STOPPED, summary
-    return (EXIT_OK if report.tally.clean else EXIT_PROBLEMS), summary
+    recovered = follow is None or report.tally.recovered
+    return (EXIT_OK if report.tally.clean and recovered else EXIT_PROBLEMS), summary
+
+
+def _follow_settings(args: argparse.Namespace) -> FollowSettings | None:
+    """``--wait``: follow each new run, as long and as often as the flags say."""
+    if not args.wait:
+        return None
+    return FollowSettings(
+        timeout=args.wait_timeout, cadence=Cadence.starting_at(args.poll_interval)
+    )
 
 
 async def _flush_often(report: Report) -> None:
@@ -177,6 +193,11 @@ def _closing_line(summary: Summary, args: argparse.Namespace, code: int) -> str:
         + (f", {summary.planned} planned" if summary.planned else "")
         + f" of {summary.total} in {summary.elapsed_s:.1f}s; JSON lines {where}"
     )
+    if summary.recovered is not None:
+        line += (
+            f"\n  followed: {summary.recovered} recovered, {summary.failed_again} failed again, "
+            f"{summary.unfinished} unfinished"
+        )
     if args.journal is not None and code != EXIT_OK and not args.dry_run:
         journal = shlex.quote(str(args.journal))
         if args.paths and "-" not in args.paths:

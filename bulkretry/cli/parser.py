@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Final
 
 from bulkretry import __version__
+from bulkretry._follow import DEFAULT_WAIT_TIMEOUT, Cadence
 from bulkretry._settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
@@ -104,6 +105,28 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--dry-run",
         action="store_true",
         help="validate and deduplicate, send nothing, emit 'planned' lines",
+    )
+    job.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow each re-triggered run to its end: one 'finished' line per run, "
+        "exit 0 only when all recovered",
+    )
+    job.add_argument(
+        "--wait-timeout",
+        type=_positive_float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="S",
+        help="with --wait, give up on a run S seconds after its re-trigger "
+        "(default: %(default).0f, 6 hours)",
+    )
+    job.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=Cadence().first,
+        metavar="S",
+        help="with --wait, first look at a new run after S seconds; later looks grow apart, "
+        "up to 60 x S (default: %(default).0f)",
     )
     job.add_argument(
         "--output",

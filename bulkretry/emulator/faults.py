@@ -41,10 +41,11 @@ class Faults:
     (their sum must not exceed 1). ``script`` maps a run ID to fault names consumed one per
     re-trigger of that ID, overriding the draw; when it runs out the draw applies again.
     ``list_script`` does the same for ``GET /runs`` pages (nothing is applied there, so
-    "error_after" is simply a 500). ``max_rate`` admits at most that many re-triggers in any
-    sliding second and answers the rest 429. With ``burst`` it is a token bucket instead:
-    ``max_rate`` tokens a second, at most ``burst`` saved up (full at start). ``rate_schedule``
-    changes the cap mid-job: ``(seconds, cap)`` pairs, counted from the first re-trigger.
+    "error_after" is simply a 500), and ``get_script`` for ``GET /runs/{id}``. ``max_rate``
+    admits at most that many re-triggers in any sliding second and answers the rest 429.
+    With ``burst`` it is a token bucket instead: ``max_rate`` tokens a second, at most
+    ``burst`` saved up (full at start). ``rate_schedule`` changes the cap mid-job:
+    ``(seconds, cap)`` pairs, counted from the first re-trigger.
     ``body_size`` sizes the oversized answers.
     """
 
@@ -61,6 +62,7 @@ class Faults:
     rate_schedule: Sequence[tuple[float, float]] = ()
     script: Mapping[str, Sequence[str]] = field(default_factory=dict)
     list_script: Sequence[str] = ()
+    get_script: Sequence[str] = ()
     ims_unavailable: float = 0.0
     ims_script: Sequence[str] = ()
     body_size: int = 64 * 2**20
@@ -83,11 +85,13 @@ class Faults:
             raise ValueError("rate_schedule changes max_rate: set max_rate too")
         object.__setattr__(self, "rate_schedule", schedule)
         script = {run_id: tuple(names) for run_id, names in self.script.items()}
-        _check_names([*(n for names in script.values() for n in names), *self.list_script])
+        pages = [*self.list_script, *self.get_script]
+        _check_names([*(n for names in script.values() for n in names), *pages])
         _check_names(self.ims_script, IMS_FAULT_NAMES)
         # Freeze the containers so a shared Faults cannot change under a running test.
         object.__setattr__(self, "script", MappingProxyType(script))
         object.__setattr__(self, "list_script", tuple(self.list_script))
+        object.__setattr__(self, "get_script", tuple(self.get_script))
         object.__setattr__(self, "ims_script", tuple(self.ims_script))
 
 
@@ -105,6 +109,7 @@ class FaultPlan:
         self._rng = random.Random(seed)  # noqa: S311
         self._cursors: dict[str, int] = {}
         self._list_cursor = 0
+        self._get_cursor = 0
         self._ims_cursor = 0
         self._admitted: deque[float] = deque()
         self._tokens: float | None = None  # the token bucket, full at the first request
@@ -115,6 +120,7 @@ class FaultPlan:
         """Start every script (and the rate schedule) from the top, as a new ``Faults`` should."""
         self._cursors.clear()
         self._list_cursor = 0
+        self._get_cursor = 0
         self._ims_cursor = 0
         self._origin = None
 
@@ -164,10 +170,13 @@ class FaultPlan:
 
     def list_fault(self, faults: Faults) -> str:
         """Next scripted fault for a ``GET /runs`` page."""
-        if self._list_cursor < len(faults.list_script):
-            self._list_cursor += 1
-            return faults.list_script[self._list_cursor - 1]
-        return "ok"
+        fault, self._list_cursor = _scripted(faults.list_script, self._list_cursor)
+        return fault
+
+    def get_fault(self, faults: Faults) -> str:
+        """Next scripted fault for a ``GET /runs/{id}``."""
+        fault, self._get_cursor = _scripted(faults.get_script, self._get_cursor)
+        return fault
 
     def ims_fault(self, faults: Faults) -> str:
         """Next scripted IMS fault, else a draw against ``ims_unavailable``."""
@@ -177,3 +186,8 @@ class FaultPlan:
         if faults.ims_unavailable and self._rng.random() < faults.ims_unavailable:
             return "unavailable"
         return "ok"
+
+
+def _scripted(script: Sequence[str], cursor: int) -> tuple[str, int]:
+    """The fault at ``cursor`` and the cursor after it; ``"ok"`` once the script is used up."""
+    return (script[cursor], cursor + 1) if cursor < len(script) else ("ok", cursor)

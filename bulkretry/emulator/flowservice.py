@@ -191,10 +191,15 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
 
 async def _get_run(request: web.Request) -> web.StreamResponse:
     emu = request.app[EMULATOR]
+    fault = emu.plan.get_fault(emu.faults)
+    if fault in {"throttle", "unavailable", "drop_before"}:
+        return _before_fault(request, emu.faults, fault)
     run_id = request.match_info["run_id"]
     run = emu.lookup(run_id)
     if run is None:
         return _not_found(run_id)
+    if fault != "ok":
+        return await _after_fault(request, emu, fault)
     return json_reply({"items": [run.to_json()]})
 
 
