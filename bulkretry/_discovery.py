@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -23,6 +24,7 @@ from ._attempts import Attempts, Backoff, GaveUp, Policy
 from ._errors import UsageError
 from ._runs import run_state
 from ._settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, DEFAULT_TIMEOUT, check_pace
+from ._text import excerpt
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService
@@ -68,6 +70,8 @@ class ListingSettings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout: float = DEFAULT_TIMEOUT
     page_size: int = 100
+    max_pages: int = 10_000
+    """Per flow: a million runs at 100 a page; more means a server that never ends the list."""
 
     def __post_init__(self) -> None:
         if not self.flow_ids:
@@ -75,6 +79,8 @@ class ListingSettings:
         check_pace(rate=self.rate, max_attempts=self.max_attempts, timeout=self.timeout)
         if self.page_size < 1:
             raise UsageError("page_size must be at least 1")
+        if self.max_pages < 1:
+            raise UsageError(f"max_pages must be at least 1, got {self.max_pages}")
 
     def keeps(self, code: str | None) -> bool:
         """Whether a run whose first error code is ``code`` passes the error-code filters."""
@@ -177,12 +183,14 @@ class Lister:
         filters = [("property", f"flowId=={flow_id}")]
         if since_ms is not None:
             filters.append(("property", f"createdAt>={since_ms}"))
-        url: str | None = "/runs"
-        params = [*filters, ("limit", str(settings.page_size))]
+        filters.append(("limit", str(settings.page_size)))
+        token: str | None = None
+        seen: set[str | None] = {None}  # None is the first page, asked without a token
         async with out:
-            while url is not None:
+            for number in range(1, settings.max_pages + 1):
+                params = filters if token is None else [*filters, ("continuationToken", token)]
                 try:
-                    page = await self._page(url, params)
+                    page = await self._page("/runs", params)
                 except GaveUp as end:
                     self.errors.append(f"flow {flow_id}: {_describe(end)}")
                     return
@@ -192,13 +200,24 @@ class Lister:
                     record = retryable(run, flow_id, include_empty=settings.include_empty)
                     if record is not None and settings.keeps(run_state(run).error_code):
                         await out.send(record)
-                url = _next_href(page)
-                # The next link carries the continuation token; keep our filters when it lacks them.
-                params = [] if url is None or "property=" in url else filters
+                href = _next_href(page)
+                if href is None:
+                    return
+                # Only the token is taken from the link: whatever its path or host, the next
+                # page is asked of our runs collection, with our filters.
+                token = continuation_token(href)
+                if token in seen:
+                    self.errors.append(f"flow {flow_id}: {_cycle(number, href, token)}")
+                    return
+                seen.add(token)
+            self.errors.append(
+                f"flow {flow_id}: stopped after {settings.max_pages} pages, the most one flow "
+                "may take: the API keeps linking to further pages"
+            )
 
-    async def _page(self, url: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
+    async def _page(self, path: str, params: Sequence[tuple[str, str]]) -> Any:  # noqa: ANN401 - JSON
         page = await Attempts(self._policy, gate=self._admission).run(
-            lambda: self._client.get_json(url, params)
+            lambda: self._client.get_json(path, params)
         )
         self.pages += 1
         return page
@@ -222,6 +241,27 @@ def _next_href(page: Any) -> str | None:  # noqa: ANN401 - JSON
     nxt = links.get("next") if isinstance(links, dict) else None
     href = nxt.get("href") if isinstance(nxt, dict) else None
     return href if isinstance(href, str) and href else None
+
+
+def continuation_token(href: str) -> str | None:
+    """The ``continuationToken`` a next link carries, or None: a link back to the first page."""
+    for name, value in parse_qsl(urlsplit(href).query, keep_blank_values=True):
+        if name == "continuationToken" and value:
+            return value
+    return None
+
+
+def _cycle(number: int, href: str, token: str | None) -> str:
+    shown = excerpt(href, limit=80)
+    if token is None:
+        return (
+            f"the next link on page {number} carries no continuationToken ({shown}): it leads "
+            "back to the first page, so the listing would never end"
+        )
+    return (
+        f"the next link on page {number} repeats a continuation token seen before ({shown}): "
+        "the pages form a cycle, so the listing would never end"
+    )
 
 
 def _not_before(run: dict[str, Any], since_ms: int | None) -> bool:

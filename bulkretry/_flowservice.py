@@ -7,17 +7,17 @@ lost (maybe applied).
 
 from __future__ import annotations
 
-import http
-from collections.abc import AsyncIterator, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
 import yarl
 
+from ._answers import HINTS, error_words, refuses_op
 from ._attempts import Backoff, parse_retry_after
 from ._auth import ImsTokens, StaticToken, TokenSource
 from ._body import ANSWER_CAP, PAGE_CAP, read_capped
@@ -25,30 +25,13 @@ from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
 from ._settings import ApiSettings, ClientCredentials
 from ._text import excerpt, scrub
 
-RETRIGGER_OP: Final = "re-trigger"
-"""The tutorial's spelling; the OpenAPI enum says ``RE_TRIGGER``. Send this one."""
+RETRIGGER_OPS: Final = ("re-trigger", "RE_TRIGGER")
+"""The tutorial's spelling, sent first, then the OpenAPI enum's once an answer refuses it."""
+_OP_REFUSALS: Final = frozenset({400, 422})
+_log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_MAX: Final = 10.0
 _CONNECT_SHARE: Final = 0.9
-
-_SANDBOX_HINT: Final = (
-    "check --sandbox/AEP_SANDBOX_NAME, a lower-case name such as prod, and that the "
-    "credentials' product profile grants Flow Service access in that sandbox"
-)
-HINTS: Final[Mapping[str, str]] = {
-    "400003": "a required header is missing: check --org/AEP_ORG_ID",
-    "401013": "the access token is invalid or expired",
-    "403000": "no x-api-key was sent: set AEP_API_KEY or AEP_CLIENT_ID",
-    "403003": "the API key (x-api-key) is not the client ID of the credentials",
-    "403010": "no access token was sent",
-    "403025": "wrong organization, or the credentials are not entitled to Experience Platform "
-    "in it: check --org/AEP_ORG_ID and the Developer Console project's product profile",
-    "403027": "the organization ID is malformed, or the credentials have no Experience Platform "
-    "product profile: check --org/AEP_ORG_ID, which ends in @AdobeOrg",
-    "FLOW-1106-403": _SANDBOX_HINT,
-    "FLOW-1606-403": _SANDBOX_HINT,
-}
-"""Advice appended to the API's own ``code: message`` for the refusals users hit most."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +60,9 @@ class FlowService:
             "x-gw-ims-org-id": api.org_id,
             "x-sandbox-name": api.sandbox,
             "Content-Type": "application/json",
+            "Accept": "application/json",
         }
+        self._op = RETRIGGER_OPS[0]
         self._authorized: tuple[str, dict[str, str]] = ("", self._headers)
 
     @property
@@ -85,17 +70,30 @@ class FlowService:
         """The token source, for redaction and start-up checks."""
         return self._tokens
 
-    async def retrigger(self, run_id: str) -> Accepted:
-        """POST the re-trigger for a validated run ID; raise the mapped error otherwise."""
-        # Run IDs are validated to [A-Za-z0-9_-], so the URL is built pre-encoded: no parsing.
-        url = yarl.URL.build(
-            scheme=self._scheme,
-            authority=self._authority,
-            path=f"{self._path}/runs/{run_id}/action",
-            query_string=f"op={RETRIGGER_OP}",
-            encoded=True,
-        )
-        status, body, headers = await self._request("POST", url, cap=ANSWER_CAP)
+    @property
+    def op(self) -> str:
+        """The re-trigger ``op`` being sent: the tutorial's until an answer refuses it."""
+        return self._op
+
+    async def retrigger(
+        self, run_id: str, *, admit: Callable[[], Awaitable[object]] | None = None
+    ) -> Accepted:
+        """POST the re-trigger for a validated run ID; raise the mapped error otherwise.
+
+        An answer refusing the ``op`` spelling applied nothing: the client switches to the
+        other spelling for every later request and resends at once, after ``admit`` (the
+        caller's pace) lets it.
+        """
+        while True:
+            op = self._op
+            status, body, headers = await self._request(
+                "POST", self._action_url(run_id, op), cap=ANSWER_CAP
+            )
+            if op == RETRIGGER_OPS[-1] or status not in _OP_REFUSALS or not refuses_op(body, op):
+                break
+            self._switch_op(op, status, body)
+            if admit is not None:
+                await admit()
         if not 200 <= status < 300:
             raise self._api_error(status, body, headers)
         try:
@@ -103,17 +101,43 @@ class FlowService:
         except orjson.JSONDecodeError:
             answer = None
         new_id = answer.get("id") if isinstance(answer, dict) else None
-        if not isinstance(new_id, str) or not new_id:
+        if not isinstance(answer, dict) or not isinstance(new_id, str) or not new_id:
             shown = self._scrub(excerpt(body.decode("utf-8", "replace"), limit=80))
             raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
-        etag = answer.get("etag") if isinstance(answer, dict) else None
-        return Accepted(
-            new_run_id=new_id, etag=etag if isinstance(etag, str) else None, status=status
+        # The tutorial's answer is {id, etag}; the OpenAPI file's, a whole run with ``eTag``.
+        etag = next((v for k in ("etag", "eTag") if isinstance(v := answer.get(k), str)), None)
+        return Accepted(new_run_id=new_id, etag=etag, status=status)
+
+    def _action_url(self, run_id: str, op: str) -> yarl.URL:
+        # Run IDs are validated to [A-Za-z0-9_-], so the URL is built pre-encoded: no parsing.
+        return yarl.URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=f"{self._path}/runs/{run_id}/action",
+            query_string=f"op={op}",
+            encoded=True,
         )
 
-    async def get_json(self, path_or_url: str, params: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401 - JSON
-        """GET a JSON document below the base URL (``_links`` hrefs are relative to it)."""
-        url = resolve(self._base, path_or_url)
+    def _switch_op(self, refused: str, status: int, body: bytes) -> None:
+        """Move every worker to the next spelling, once, saying so on stderr."""
+        if self._op != refused:
+            return  # another worker's answer switched it already
+        self._op = RETRIGGER_OPS[RETRIGGER_OPS.index(refused) + 1]
+        code, message = error_words(status, body)
+        words = excerpt(self._scrub(f"{code}: {message}" if code else message))
+        _log.warning(
+            "the API refused op=%s (HTTP %d %s); sending op=%s for the rest of the job",
+            refused,
+            status,
+            words,
+            self._op,
+        )
+
+    async def get_json(self, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401 - JSON
+        """GET a JSON document at ``path`` below the base URL (``/runs``, ``/runs/{id}``)."""
+        url = yarl.URL.build(
+            scheme=self._scheme, authority=self._authority, path=self._path + path, encoded=True
+        )
         status, body, headers = await self._request("GET", url, params, cap=PAGE_CAP)
         if not 200 <= status < 300:
             raise self._api_error(status, body, headers)
@@ -125,7 +149,7 @@ class FlowService:
     async def _request(
         self,
         method: str,
-        url: str | yarl.URL,
+        url: yarl.URL,
         params: Sequence[tuple[str, str]] = (),
         *,
         cap: int,
@@ -141,10 +165,12 @@ class FlowService:
     def _api_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> APIError:
         code, message = error_words(status, body)
         hint = HINTS.get(code or "")
+        # Masked, then cut: a cut could split a secret and let its first half through.
+        shown = excerpt(self._scrub(message))
         return APIError(
             status,
-            code,
-            self._scrub(f"{message} ({hint})" if hint else message),
+            code if code is None else excerpt(self._scrub(code)),
+            f"{shown} ({hint})" if hint else shown,
             retry_after=parse_retry_after(headers.get("Retry-After")),
         )
 
@@ -155,7 +181,7 @@ class FlowService:
     async def _send(
         self,
         method: str,
-        url: str | yarl.URL,
+        url: yarl.URL,
         params: Sequence[tuple[str, str]],
         token: str,
         cap: int,
@@ -178,25 +204,6 @@ class FlowService:
         return self._authorized[1]
 
 
-def resolve(base: str, href: str) -> str:
-    """Resolve a ``_links`` href against the Flow Service root.
-
-    Adobe documents ``/runs?continuationToken=...`` relative to the root; a path that
-    already starts with the root's path, a query alone (for ``/runs``) and an absolute URL
-    on the same origin are accepted too. Another origin is refused: our token would go there.
-    """
-    root, link = urlsplit(base), urlsplit(href)
-    if link.scheme or link.netloc:
-        if (link.scheme, link.netloc) != (root.scheme, root.netloc):
-            raise APIError(200, None, f"refusing a next link to another host: {link.netloc}")
-        return href
-    if not link.path:
-        return f"{base}/runs?{link.query}"
-    if root.path and link.path.startswith(root.path + "/"):
-        return urljoin(base, href)
-    return urljoin(base + "/", href.lstrip("/"))
-
-
 def _transport_error(exc: BaseException) -> TransportError:
     """The one place aiohttp's exceptions become ours."""
     name = exc.__class__.__name__
@@ -205,43 +212,6 @@ def _transport_error(exc: BaseException) -> TransportError:
     if isinstance(exc, TimeoutError):
         return ConnectionLostError("timed out waiting for the answer")
     return ConnectionLostError(f"connection lost after sending: {name}")
-
-
-def error_words(status: int, body: bytes) -> tuple[str | None, str]:
-    """The API's own code and message, from a gateway, Flow Service or generic error body.
-
-    Gateway: ``{"error_code", "message"}``. Flow Service: ``type`` ends in
-    ``FLOW-<code>-<status>``, the message is ``errorMessage`` or ``report.detailed-message``
-    (there is no ``detail``). Generic Platform errors: RFC 7807 ``title`` and ``detail``.
-    """
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        answer = None
-    if isinstance(answer, dict):
-        if "error_code" in answer:
-            return str(answer["error_code"]), str(answer.get("message") or "")
-        if "type" in answer or "title" in answer:
-            return _problem_words(answer)
-        if "message" in answer:
-            return None, str(answer["message"])
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "unexpected status"
-    return None, f"HTTP {status} {phrase}"
-
-
-def _problem_words(answer: Mapping[str, Any]) -> tuple[str | None, str]:
-    kind = str(answer.get("type") or "").rstrip("/").rsplit("/", 1)[-1]
-    title = str(answer.get("title") or "")
-    code = kind if any(c.isdigit() for c in kind) else (title or None)
-    report = answer.get("report")
-    detailed = report.get("detailed-message") if isinstance(report, dict) else None
-    for message in (answer.get("detail"), answer.get("errorMessage"), detailed):
-        if isinstance(message, str) and message:
-            return code, message
-    return (code, title) if code != title else (None, title)
 
 
 def make_tokens(

@@ -213,7 +213,8 @@ class Pipeline:
         async def send() -> Accepted:
             if self._fatal is not None or not self._record_intent(run_id):
                 raise NotSent  # no durable intent, or a tripped breaker: no request
-            return await client.retrigger(run_id)
+            # A resend with the other op spelling waits its turn like any request.
+            return await client.retrigger(run_id, admit=self._admission.wait)
 
         attempts = Attempts(
             self._policy,

@@ -36,13 +36,14 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 import bulkretry
 from bulkretry import ClientCredentials, JobSettings, Retriggered, Secret
+from bulkretry._answers import HINTS, error_words, refuses_op
 from bulkretry._attempts import Backoff
 from bulkretry._discovery import ListingSettings, parse_since
-from bulkretry._flowservice import HINTS, RETRIGGER_OP, error_words
+from bulkretry._flowservice import RETRIGGER_OPS
 from bulkretry.emulator import Faults, Run
 from bulkretry.emulator.model import RecordedRequest
 
-from .conftest import API_KEY, CLIENT_SECRET, ORG, TOKEN, cli_env, run_cli
+from .conftest import API_KEY, CLIENT_SECRET, ORG, TOKEN, cli_env, make_emulator, run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -271,7 +272,7 @@ def test_vendored_spec_is_valid_attributed_and_covers_our_operations():
 
 async def test_retrigger_requests_follow_the_spec_and_tutorial(emulator, api_settings):
     """Each re-trigger POST has the spec's path, the tutorial's op and every required header."""
-    assert RETRIGGER_OP == TUTORIAL_OP
+    assert RETRIGGER_OPS == (TUTORIAL_OP, SPEC_OP)  # the tutorial's first
     async with bulkretry.retrigger(
         ["run-a", "run-b"], api_settings, JobSettings(rate=0), backoff=FAST
     ) as job:
@@ -292,6 +293,7 @@ async def test_retrigger_requests_follow_the_spec_and_tutorial(emulator, api_set
         assert needed <= set(request.headers)
         assert request.headers["authorization"].startswith("Bearer ")
         assert request.headers["content-type"] == "application/json"
+        assert request.headers["accept"] == "application/json"  # as Adobe's Postman collection
         OPENAPI.validate_request(from_recorded(request))
 
 
@@ -402,6 +404,74 @@ async def test_retrigger_answer_is_the_tutorials_and_fits_the_spec(server, sessi
     }
     OAS30Validator(strict).validate(answer)
     assert answer["etag"].startswith('"') and answer["etag"].endswith('"')
+
+
+async def test_the_spec_shaped_retrigger_answer_is_a_whole_run_with_etag_spelled_etag(
+    emulator, server, session
+):
+    """retrigger_answer="spec" answers the OpenAPI file's FlowRunItemDTO, its key ``eTag``."""
+    emulator.retrigger_answer = "spec"
+    url = f"{server.base_url}/runs/r9/action"
+    status, headers, body = await call(
+        session, "POST", url, params={"op": SPEC_OP}, headers=HEADERS
+    )
+    request = spec_request("POST", f"{BASE_PATH}/runs/r9/action", (("op", SPEC_OP),), HEADERS)
+    OPENAPI.validate_response(request, SpecResponse(status, body, headers))
+    answer = orjson.loads(body)
+    assert set(undeclared(answer, SCHEMAS["FlowRunItemDTO"])) <= {"activities"}
+    assert "etag" not in answer and answer["eTag"].startswith('"')
+    assert answer["id"] in emulator.runs and emulator.stats.retriggers == {"r9": 1}
+
+
+@pytest.mark.parametrize("op", [TUTORIAL_OP, SPEC_OP])
+async def test_an_emulator_taking_one_spelling_refuses_the_other_by_naming_it(
+    emulator, server, session, op
+):
+    """ops={...} narrows what is applied; the other spelling gets FLOW-1401-400, naming it."""
+    other = SPEC_OP if op == TUTORIAL_OP else TUTORIAL_OP
+    emulator.ops = frozenset({op})
+    url = f"{server.base_url}/runs/r1/action"
+    assert (await call(session, "POST", url, params={"op": op}, headers=HEADERS))[0] == 200
+    status, _, body = await call(session, "POST", url, params={"op": other}, headers=HEADERS)
+    assert (status, error_words(status, body)[0]) == (400, "FLOW-1401-400")
+    assert refuses_op(body, other) and not refuses_op(body, op)
+    assert emulator.stats.retriggers == {"r1": 1}
+    with pytest.raises(ValueError, match="subset"):
+        make_emulator(ops=frozenset({"retrigger"}))
+
+
+@pytest.mark.parametrize(
+    ("ops", "answer"),
+    [
+        pytest.param({TUTORIAL_OP}, "tutorial", id="tutorial-only"),
+        pytest.param({SPEC_OP}, "spec", id="spec-only"),
+        pytest.param({TUTORIAL_OP, SPEC_OP}, "spec", id="both-spec-answer"),
+    ],
+)
+def test_cli_retry_works_whichever_spelling_and_answer_the_service_has(
+    emulator, thread_server, ops, answer
+):
+    """Every run is re-triggered with its etag; RE_TRIGGER is used only after a refusal."""
+    emulator.ops, emulator.retrigger_answer = frozenset(ops), answer
+    ids = [f"run-{n}" for n in range(9)]
+    result = run_cli(
+        ["retry", "--rate", "0", "--concurrency", "3"],
+        env=cli_env(thread_server),
+        stdin="\n".join(ids).encode(),
+    )
+    assert result.code == 0, result.stderr
+    lines = result.events("retriggered")
+    assert sorted(line["run_id"] for line in lines) == ids
+    for line in lines:
+        assert line["etag"] == emulator.runs[line["new_run_id"]].etag
+    sent = [request.query["op"] for request in emulator.stats.requests]
+    switched = ops == {SPEC_OP}
+    if switched:  # at most --concurrency refused before every worker moved over
+        assert 1 <= sent.count(TUTORIAL_OP) <= 3 and len(sent) == 9 + sent.count(TUTORIAL_OP)
+    else:
+        assert sent == [TUTORIAL_OP] * 9
+    assert result.stderr.count("refused op=re-trigger") == switched
+    assert set(emulator.stats.retriggers.values()) == {1}
 
 
 def _without(name: str) -> dict[str, str]:

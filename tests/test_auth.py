@@ -25,7 +25,7 @@ from bulkretry import ApiSettings, AuthError, ClientCredentials, JobSettings, Re
 from bulkretry._attempts import Backoff
 from bulkretry._auth import ImsTokens, StaticToken
 from bulkretry._errors import UsageError
-from bulkretry._flowservice import FlowService, resolve
+from bulkretry._flowservice import FlowService
 from bulkretry._settings import DEFAULT_SCOPES, check_url, load_api_settings
 from bulkretry.emulator import Emulator, Faults, Server, serve
 
@@ -554,14 +554,6 @@ def test_plain_http_is_refused_for_hosts_that_are_not_loopback(url):
 def test_loopback_http_and_any_https_are_accepted(url):
     """Loopback http (any 127/8 address, ::1, localhost) and https anywhere pass unchanged."""
     assert check_url(url, "--ims-url") == url
-
-
-def test_resolve_keeps_the_base_path_prefix():
-    """A relative _links href hangs below the whole base path; same-origin absolute ones stay."""
-    base = "https://gw.example/prefix/data/foundation/flowservice"
-    assert resolve(base, "/runs?property=flowId==f") == f"{base}/runs?property=flowId==f"
-    assert resolve(base, "runs?start=2") == f"{base}/runs?start=2"
-    assert resolve(base, "https://gw.example/runs?x=1") == "https://gw.example/runs?x=1"
 
 
 async def test_retrigger_url_is_built_below_the_base_path_as_given(emulator, server):

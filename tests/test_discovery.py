@@ -11,7 +11,13 @@ import bulkretry
 from bulkretry import Secret
 from bulkretry._attempts import Backoff
 from bulkretry._auth import StaticToken
-from bulkretry._discovery import Lister, ListingSettings, parse_since, retryable
+from bulkretry._discovery import (
+    Lister,
+    ListingSettings,
+    continuation_token,
+    parse_since,
+    retryable,
+)
 from bulkretry._errors import UsageError
 from bulkretry.emulator import Faults, Run
 
@@ -20,6 +26,7 @@ from .conftest import cli_env, parse_lines, run_cli
 pytestmark = pytest.mark.anyio
 
 NOW = datetime.now(UTC)
+BASE_PATH = "/data/foundation/flowservice"
 
 
 def seed(emulator, flows=("flow-a", "flow-b", "flow-c"), per_flow=120):
@@ -174,18 +181,19 @@ def test_cli_failed_usage_and_api_errors(thread_server):
 class PagesWithoutFilters:
     """A Flow Service client double whose next link drops the filters, as a real one might."""
 
-    def __init__(self):
+    def __init__(self, href):
         self.calls = []
+        self.href = href
         self.tokens = StaticToken(Secret("token-for-the-double"))
 
-    async def get_json(self, url, params=()):
+    async def get_json(self, path, params=()):
         """Page one links on without filters; page two mixes in another flow's run."""
-        self.calls.append((url, list(params)))
+        self.calls.append((path, list(params)))
         run = {"createdAt": 0, "metrics": {"statusSummary": {"status": "failed"}}}
         if len(self.calls) == 1:
             return {
                 "items": [run | {"id": "a-1", "flowId": "flow-a"}],
-                "_links": {"next": {"href": "/runs?continuationToken=abc"}},
+                "_links": {"next": {"href": self.href}},
             }
         return {
             "items": [
@@ -196,13 +204,106 @@ class PagesWithoutFilters:
         }
 
 
-async def test_a_next_link_without_filters_keeps_ours_and_other_flows_are_dropped():
-    """Our filters ride along when the next link lacks them; runs of other flows never list."""
-    client = PagesWithoutFilters()
+@pytest.mark.parametrize(
+    "href",
+    [
+        "/runs?continuationToken=abc",
+        "/connections?continuationToken=abc",  # the OpenAPI file's example
+        "https://elsewhere.example/fs/runs?continuationToken=abc",
+    ],
+)
+async def test_a_next_link_lends_only_its_token_to_our_runs_query_with_our_filters(href):
+    """Whatever the link's path or host, page two is asked of /runs with our filters."""
+    client = PagesWithoutFilters(href)
     async with Lister(client, ListingSettings(flow_ids=("flow-a",), rate=0)) as lister:
         records = [record async for record in lister.records()]
     assert [r.run_id for r in records] == ["a-1", "a-2"]
-    assert client.calls[1] == ("/runs?continuationToken=abc", [("property", "flowId==flow-a")])
+    filters = [("property", "flowId==flow-a"), ("limit", "100")]
+    assert client.calls == [("/runs", filters), ("/runs", [*filters, ("continuationToken", "abc")])]
+
+
+@pytest.mark.parametrize(
+    ("href", "token"),
+    [
+        ("/runs?continuationToken=a", "a"),
+        ("runs?property=flowId%3D%3Df&continuationToken=a%2Bb%3D", "a+b="),
+        ("/data/foundation/flowservice/runs?continuationToken=a&limit=7", "a"),
+        ("?continuationToken=a", "a"),
+        ("https://platform.adobe.io/data/foundation/flowservice/runs?continuationToken=a", "a"),
+        (
+            "/connections?continuationToken=abcdefghijkLMNOPqrstupWXKYZ",
+            "abcdefghijkLMNOPqrstupWXKYZ",
+        ),
+        ("/runs?property=flowId==f&limit=7", None),
+        ("/runs?continuationToken=", None),
+    ],
+)
+def test_the_continuation_token_is_read_from_every_shape_of_next_link(href, token):
+    """Relative, base-prefixed, query-only and absolute links give their token, decoded."""
+    assert continuation_token(href) == token
+
+
+async def test_next_links_on_another_collection_never_take_the_listing_off_runs(
+    emulator, api_settings
+):
+    """The spec's /connections?continuationToken=... links: every request still goes to /runs."""
+    expected = seed(emulator, flows=("flow-a",), per_flow=30)
+    emulator.faults = Faults(list_script=["connections_link"] * 10)
+    records, lister = await listing(api_settings, flow_ids=("flow-a",))
+    assert lister.errors == [] and lister.pages == 5
+    assert {r.run_id for r in records} == {run_id for run_id, _ in expected["failed"]}
+    assert {r.path for r in emulator.stats.requests} == {f"{BASE_PATH}/runs"}
+    for request in emulator.stats.requests:
+        assert ("property", "flowId==flow-a") in request.query_all
+        assert ("limit", "7") in request.query_all
+
+
+@pytest.mark.parametrize(
+    ("script", "words", "requests"),
+    [
+        pytest.param(["ok", "self_link"], "page 2 repeats a continuation token", 2, id="self"),
+        pytest.param(["self_link"], "page 1 carries no continuationToken", 1, id="first-self"),
+        pytest.param(["ok", "ok", "first_link"], "page 3 carries no continuation", 3, id="cycle"),
+    ],
+)
+async def test_a_next_link_cycle_stops_the_listing_with_an_error(
+    emulator, api_settings, script, words, requests
+):
+    """A page linking to itself or back to an earlier page ends the listing, with an error."""
+    seed(emulator, flows=("flow-a",), per_flow=30)
+    emulator.faults = Faults(list_script=script)
+    with anyio.fail_after(10):
+        records, lister = await listing(api_settings, flow_ids=("flow-a",))
+    [error] = lister.errors
+    assert error.startswith(f"flow flow-a: the next link on {words}"), error
+    assert "the listing would never end" in error
+    assert len(emulator.stats.requests) == requests
+    assert len(records) == len({r.run_id for r in records}) > 0  # what was read still counts
+
+
+async def test_pages_are_capped_per_flow(emulator, api_settings):
+    """A listing that keeps linking on stops at max_pages with an error, not never."""
+    seed(emulator, flows=("flow-a",), per_flow=30)
+    _, lister = await listing(api_settings, flow_ids=("flow-a",), max_pages=2)
+    [error] = lister.errors
+    assert error == (
+        "flow flow-a: stopped after 2 pages, the most one flow may take: the API keeps "
+        "linking to further pages"
+    )
+    assert len(emulator.stats.requests) == 2
+    with pytest.raises(UsageError, match="max_pages"):
+        ListingSettings(flow_ids=("f",), max_pages=0)
+
+
+def test_cli_failed_exits_1_on_a_pagination_cycle(emulator, thread_server):
+    """`bulkretry failed` on a page that links to itself: lines so far, a message, exit 1."""
+    seed(emulator, flows=("flow-a",), per_flow=250)
+    emulator.faults = Faults(list_script=["ok", "self_link"])
+    listed = run_cli(["failed", "--flow-id", "flow-a", "--rate", "0"], env=cli_env(thread_server))
+    assert listed.code == 1
+    assert "listing stopped: flow flow-a: the next link on page 2 repeats" in listed.stderr
+    assert len(listed.lines) == 80  # the failed runs of the 200 newest, from pages 1 and 2
+    assert len(emulator.stats.requests) == 2
 
 
 async def test_stopping_early_leaves_no_task_behind(emulator, api_settings):

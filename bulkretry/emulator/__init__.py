@@ -12,7 +12,9 @@ Notes for clients under test:
   POSTs are never resent.
 - ``timeout_after`` applies the re-trigger and then holds the answer for an hour, or until
   the server stops, when the connection is dropped (and counted under 0).
-- ``GET /runs`` next links are ``/runs?…`` paths, relative to ``Server.base_url``.
+- ``GET /runs`` next links are ``/runs?…`` paths, relative to ``Server.base_url``; the
+  ``list_script`` faults ``self_link``, ``first_link`` and ``connections_link`` bend them.
+- Both re-trigger spellings are accepted unless ``Emulator(ops=...)`` narrows them.
 - ``RecordedRequest.query`` keeps each parameter's first value, ``query_all`` every pair.
 - A re-trigger starts a new run (same flow, created now, ``inProgress``) that ends after
   ``Lifecycle.seconds``: ``failed`` with the original's errors when the original is marked

@@ -40,6 +40,17 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a re-triggered run stays inProgress before it ends (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ops",
+        default="re-trigger,RE_TRIGGER",
+        help="re-trigger op spellings accepted, comma-separated (default: both)",
+    )
+    parser.add_argument(
+        "--retrigger-answer",
+        choices=["tutorial", "spec"],
+        default="tutorial",
+        help="answer {id, etag} (the tutorial) or a whole run with eTag (the OpenAPI file)",
+    )
     for name in DRAW_ORDER:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=float, default=0.0, help="probability per re-trigger")
@@ -70,6 +81,8 @@ async def _main(args: argparse.Namespace) -> None:
         token_lifetime=args.token_lifetime,
         seed=args.seed,
         lifecycle=Lifecycle(seconds=args.run_seconds),
+        ops=frozenset(args.ops.split(",")),
+        retrigger_answer=args.retrigger_answer,
     )
     if args.runs:
         emu.load_runs(args.runs)

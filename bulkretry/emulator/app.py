@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from aiohttp import web
 
 from bulkretry.emulator.faults import FaultPlan, Faults
-from bulkretry.emulator.flowservice import BASE_PATH, make_flow_service
+from bulkretry.emulator.flowservice import BASE_PATH, RETRIGGER_OPS, make_flow_service
 from bulkretry.emulator.ims import TokenStore, make_token_handler
 from bulkretry.emulator.lifecycle import Finishing, Lifecycle
 from bulkretry.emulator.model import Run, Stats
@@ -33,6 +33,9 @@ class Emulator:
     Mutable state is touched only from the serving event loop; read ``stats`` after the
     job under test has ended. ``faults`` may be replaced at any time; a new value restarts
     its scripts. ``lifecycle`` says how long a re-triggered run takes and how it ends.
+    ``ops`` are the re-trigger spellings accepted (the tutorial's ``re-trigger``, the OpenAPI
+    file's ``RE_TRIGGER``; others get FLOW-1401-400); ``retrigger_answer`` is the tutorial's
+    ``{id, etag}`` or the OpenAPI file's whole run (``FlowRunItemDTO``, with ``eTag``).
     """
 
     def __init__(  # noqa: PLR0913 - mirrors the knobs of the real service, all keyword-only
@@ -48,8 +51,15 @@ class Emulator:
         auto_create: bool = False,
         seed: int = 0,
         lifecycle: Lifecycle | None = None,
+        ops: frozenset[str] = RETRIGGER_OPS,
+        retrigger_answer: Literal["tutorial", "spec"] = "tutorial",
     ) -> None:
+        unknown = ops - RETRIGGER_OPS
+        if not ops or unknown:
+            raise ValueError(f"ops must be a non-empty subset of {sorted(RETRIGGER_OPS)}")
         self.org_id = org_id
+        self.ops = ops
+        self.retrigger_answer = retrigger_answer
         self.api_key = api_key
         self.sandbox = sandbox
         self.auto_create = auto_create

@@ -21,6 +21,9 @@ AFTER: Final = (
     frozenset({"error_after", "drop_after", "garbled_after", "timeout_after"}) | OVERSIZED
 )
 FAULT_NAMES: Final = BEFORE | AFTER | {"ok"}
+#: ``list_script`` only: the page is served, with a next link that leads back to itself, to the
+#: first page (no token), or to the right page but through another collection's path.
+LINK_FAULT_NAMES: Final = frozenset({"self_link", "first_link", "connections_link"})
 IMS_FAULT_NAMES: Final = frozenset({"throttle", "unavailable", "drop_before", "ok"}) | OVERSIZED
 #: Probabilistic faults in the fixed order their probabilities are stacked.
 DRAW_ORDER: Final = (
@@ -85,8 +88,8 @@ class Faults:
             raise ValueError("rate_schedule changes max_rate: set max_rate too")
         object.__setattr__(self, "rate_schedule", schedule)
         script = {run_id: tuple(names) for run_id, names in self.script.items()}
-        pages = [*self.list_script, *self.get_script]
-        _check_names([*(n for names in script.values() for n in names), *pages])
+        _check_names([*(n for names in script.values() for n in names), *self.get_script])
+        _check_names(self.list_script, FAULT_NAMES | LINK_FAULT_NAMES)
         _check_names(self.ims_script, IMS_FAULT_NAMES)
         # Freeze the containers so a shared Faults cannot change under a running test.
         object.__setattr__(self, "script", MappingProxyType(script))

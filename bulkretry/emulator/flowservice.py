@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bulkretry.emulator.faults import OVERSIZED
+from bulkretry.emulator.faults import LINK_FAULT_NAMES, OVERSIZED
 from bulkretry.emulator.listing import BadQueryError, count, page
 from bulkretry.emulator.model import RecordedRequest
 from bulkretry.emulator.replies import (
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from bulkretry.emulator.faults import Faults
 
 BASE_PATH: Final = "/data/foundation/flowservice"
-_RETRIGGER_OPS: Final = frozenset({"re-trigger", "RE_TRIGGER"})
+#: The tutorial's spelling and the OpenAPI enum's; an ``Emulator`` accepts both by default.
+RETRIGGER_OPS: Final = frozenset({"re-trigger", "RE_TRIGGER"})
 #: What Adobe uses when ``x-sandbox-name`` is absent.
 DEFAULT_SANDBOX: Final = "prod"
 #: Methods whose payload must be declared ``application/json`` (troubleshooting guide).
@@ -162,7 +164,7 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
     if not op:
         message = "The query param : op cannot be empty. Please provide valid op and try again."
         return service_error("FLOW-1334", 400, message)
-    if op not in _RETRIGGER_OPS:
+    if op not in emu.ops:
         message = (
             f"The provided flow run action={op} is not supported. "
             "Please provide a valid flow run action and try again."
@@ -186,7 +188,10 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
     new_run = emu.retrigger(run)
     if fault != "ok":
         return await _after_fault(request, emu, fault)
-    return json_reply({"id": new_run.id, "etag": new_run.etag})
+    if emu.retrigger_answer == "spec":  # the OpenAPI file's FlowRunItemDTO, with ``eTag``
+        run_json = new_run.to_json()
+        return json_reply({("eTag" if key == "etag" else key): v for key, v in run_json.items()})
+    return json_reply({"id": new_run.id, "etag": new_run.etag})  # the tutorial's answer
 
 
 async def _get_run(request: web.Request) -> web.StreamResponse:
@@ -215,10 +220,24 @@ async def _list_runs(request: web.Request) -> web.StreamResponse:
     except BadQueryError as exc:
         message = f"The request could not be processed. {exc}"
         return service_error("FLOW-1100", 400, message)
-    if fault != "ok":
+    next_href = listed.next_href
+    if fault in LINK_FAULT_NAMES:
+        next_href = _bad_link(request, fault, next_href)
+    elif fault != "ok":
         return await _after_fault(request, emu, fault)
-    links = {} if listed.next_href is None else {"next": {"href": listed.next_href}}
+    links = {} if next_href is None else {"next": {"href": next_href}}
     return json_reply({"items": [run.to_json() for run in listed.items], "_links": links})
+
+
+def _bad_link(request: web.Request, fault: str, next_href: str | None) -> str | None:
+    """A next link that loops (to this page, to the first) or names another collection."""
+    if fault == "self_link":
+        return f"/runs?{request.query_string}"
+    if fault == "first_link":
+        first = [(k, v) for k, v in request.query.items() if k != "continuationToken"]
+        return "/runs?" + urlencode(first)
+    # The OpenAPI file's example: the right token, on the connections collection.
+    return next_href and next_href.replace("/runs?", "/connections?", 1)
 
 
 def make_flow_service(emu: Emulator) -> web.Application:
