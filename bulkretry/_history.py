@@ -83,12 +83,18 @@ UPDATE bulkretry_runs SET state = :state, new_run_id = :new_run_id, etag = :etag
                       ELSE run_status END
 WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"""
 _CHILD: Final = """
-INSERT INTO bulkretry_runs (org, sandbox, run_id, flow_id, generation, parent_run_id,
-                            original_run_id, created_at, run_status)
+INSERT INTO bulkretry_runs AS c (org, sandbox, run_id, flow_id, generation, parent_run_id,
+                                 original_run_id, created_at, run_status)
 SELECT org, sandbox, :new_run_id, flow_id, generation + 1, run_id,
        COALESCE(original_run_id, run_id), :now, 'pending'
 FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id
-ON CONFLICT (org, sandbox, run_id) DO NOTHING"""
+ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
+    flow_id = COALESCE(c.flow_id, excluded.flow_id), generation = excluded.generation,
+    parent_run_id = excluded.parent_run_id, original_run_id = excluded.original_run_id,
+    created_at = excluded.created_at
+WHERE c.parent_run_id IS NULL"""
+"""A new run's lineage; its end may be recorded first (``--wait`` races the group commit),
+and is then kept."""
 _FINISHED: Final = """
 INSERT INTO bulkretry_runs (org, sandbox, run_id, flow_id, run_status, records, run_error,
                             finished_at)
