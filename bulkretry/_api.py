@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._attempts import Backoff, Policy
+from ._admission import Admission
+from ._attempts import Backoff
 from ._discovery import Lister, ListingSettings
-from ._follow import Follower, FollowSettings
+from ._follow import Follower, FollowSettings, poll_policy, refresh_pending
 from ._journal import Journal, read_journal
 from ._outcomes import Line, Retriggered, Skipped
 from ._pipeline import Pipeline, Stopper, send_without_loss
@@ -30,6 +31,7 @@ from ._settings import ApiSettings, JobSettings
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService
+    from ._history import History
 
 _OUT_BUFFER = 256
 _log = logging.getLogger(__name__)
@@ -127,11 +129,8 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
         emit = _emitter(send, on_outcome)
         follower = None
         if follow is not None and client is not None:
-            policy = Policy(  # a GET is safe to repeat: a lost answer is asked again
-                limit=settings.max_attempts,
-                refreshable=client.tokens.refreshable,
-                retry_uncertain=True,
-                backoff=backoff,
+            policy = poll_policy(
+                limit=settings.max_attempts, refreshable=client.tokens.refreshable, backoff=backoff
             )
             follower = Follower(
                 client,
@@ -206,3 +205,28 @@ async def list_failed(
         await tokens.token()
         async with Lister(FlowService(session, api, tokens), settings, backoff) as lister:
             yield lister
+
+
+async def refresh(
+    api: ApiSettings, history: History, settings: JobSettings, *, backoff: Backoff | None = None
+) -> int:
+    """Ask the API about every run ``history`` has as pending, and record those that ended.
+
+    Paced and retried by ``settings`` like a re-trigger job; returns how many had ended.
+    """
+    from ._flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - see retrigger
+
+    backoff = backoff or Backoff()
+    async with open_session(settings.concurrency, settings.timeout) as session:
+        tokens = make_tokens(session, api, attempts=settings.max_attempts, backoff=backoff)
+        await tokens.token()
+        policy = poll_policy(
+            limit=settings.max_attempts, refreshable=tokens.refreshable, backoff=backoff
+        )
+        return await refresh_pending(
+            FlowService(session, api, tokens),
+            history,
+            policy=policy,
+            gate=Admission(settings.rate),
+            workers=settings.concurrency,
+        )

@@ -21,13 +21,14 @@ from urllib.parse import quote
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._attempts import Attempts, Gate, GaveUp, Interrupter, Policy
+from ._attempts import Attempts, Backoff, Gate, GaveUp, Interrupter, Policy
 from ._errors import UsageError
 from ._outcomes import Finished, FinishStatus
 from ._runs import RunState, run_state
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService
+    from ._history import History
 
 _log = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ class _Run:
 Emit = Callable[[Finished], Awaitable[None]]
 
 
+def poll_policy(*, limit: int, refreshable: bool, backoff: Backoff) -> Policy:
+    """Polls' policy: a GET is safe to repeat, so even a lost answer is asked again."""
+    return Policy(limit=limit, refreshable=refreshable, retry_uncertain=True, backoff=backoff)
+
+
 async def poll(client: FlowService, attempts: Attempts, new_run_id: str) -> RunState | None:
     """Ask once (with the attempt loop's retries) how ``new_run_id`` is doing; None: no answer."""
     try:
@@ -101,6 +107,45 @@ async def poll(client: FlowService, attempts: Attempts, new_run_id: str) -> RunS
             return run_state(item)
     _log.info("run %s: the answer does not show this run yet", new_run_id)
     return None
+
+
+async def refresh_pending(  # noqa: PLR0913 - the collaborators of one pass, keyword-only
+    client: FlowService,
+    history: History,
+    *,
+    policy: Policy,
+    gate: Gate,
+    stopper: Interrupter | None = None,
+    workers: int,
+) -> int:
+    """``status --refresh``: ask once about each run the history has as pending; record ends.
+
+    Paced by ``gate`` like any job; returns how many runs were found ended.
+    """
+    pending = iter(await history.pending())
+    ended = 0
+
+    async def poller() -> None:
+        nonlocal ended
+        for row in pending:  # shared: each run goes to one poller
+            if stopper is not None and stopper.stopped:
+                return
+            attempts = Attempts(policy, gate=gate, stopper=stopper)
+            state = await poll(client, attempts, row.run_id)
+            if state is not None and state.status in ENDED:
+                ended += 1
+                await history.record_finished(
+                    row.run_id,
+                    status=state.status,
+                    records=state.records,
+                    error=state.error if state.status == "failed" else None,
+                    flow_id=state.flow_id,
+                )
+
+    async with anyio.create_task_group() as pollers:
+        for _ in range(workers):
+            pollers.start_soon(poller)
+    return ended
 
 
 class Follower:

@@ -20,6 +20,7 @@ from .commands import demo as run_demo
 from .commands import failed as run_failed
 from .commands import retry as run_retry
 from .console import LOG_LEVELS
+from .status import add_parser as add_status_parser
 
 _RETRY_EPILOG: Final = """\
 examples:
@@ -48,7 +49,7 @@ required. See README, section Credentials."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``bulkretry`` parser with its three commands."""
+    """The ``bulkretry`` parser with its commands."""
     parser = argparse.ArgumentParser(
         prog="bulkretry",
         description="Re-trigger failed Adobe Experience Platform dataflow runs in bulk.",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _retry_parser(subparsers)
     _failed_parser(subparsers)
+    add_status_parser(subparsers)
     demo = subparsers.add_parser(
         "demo",
         help="retry the sample run IDs against the built-in emulator (no account needed)",

@@ -1,0 +1,143 @@
+"""`bulkretry status`: the morning check, read from a real SQLite history."""
+
+import anyio
+
+from bulkretry import Retriggered
+from bulkretry._history import History
+from bulkretry._lineage import Claim, ClaimPolicy
+from bulkretry._settings import HistoryLocation
+from bulkretry.emulator import Run
+
+from .conftest import ORG, cli_env, run_cli
+
+TRANSIENT = (("CONNECTOR-1001-500", "The connection to the source failed: read timed out."),)
+CHAIN_KEYS = {
+    "run_id",
+    "flow_id",
+    "generation",
+    "latest_run_id",
+    "latest_status",
+    "retriggered_at",
+    "error",
+}
+
+
+def seed(path, *, finished=True):
+    """Four originals: recovered, failed again, still pending, and one at the generation limit."""
+
+    async def main():
+        policy = ClaimPolicy()
+        location = HistoryLocation(path=path)
+        async with await History.open(location, org=ORG, sandbox="prod") as history:
+
+            async def retrigger(run_id, new_run_id, flow_id=None):
+                await history.commit([], [Claim(run_id=run_id, flow_id=flow_id)], policy)
+                done = Retriggered(
+                    run_id=run_id, new_run_id=new_run_id, etag=None, attempts=1, status=200
+                )
+                await history.commit([done], [], policy)
+
+            await retrigger("ok", "ok-2", "flow-a")
+            await retrigger("bad", "bad-2", "flow-a")
+            await retrigger("wait", "wait-2", "flow-b")
+            await retrigger("worn", "worn-1", "flow-b")
+            await retrigger("worn-1", "worn-2")
+            await retrigger("worn-2", "worn-3")
+            if finished:
+                error = "CONNECTOR-1001-500: The connection to the source failed."
+                await history.record_finished("ok-2", status="success", records=40)
+                await history.record_finished("bad-2", status="failed", error=error)
+                await history.record_finished("worn-3", status="failed", error=error)
+
+    anyio.run(main)
+
+
+def env(tmp_path, server=None):
+    """The CLI's environment with a history file of the test's own."""
+    return cli_env(server, BULKRETRY_HISTORY=str(tmp_path / "history.sqlite3"))
+
+
+def test_status_lists_one_line_per_original_run(tmp_path):
+    """Each original run gets one JSON line with the latest run of its chain and its fate."""
+    seed(tmp_path / "history.sqlite3")
+    result = run_cli(["status"], env=env(tmp_path))
+    assert result.code == 0, result.stderr
+    lines = {line["run_id"]: line for line in result.lines}
+    assert set(lines) == {"ok", "bad", "wait", "worn"}
+    assert all(set(line) == CHAIN_KEYS for line in lines.values())
+    assert (lines["ok"]["latest_run_id"], lines["ok"]["latest_status"]) == ("ok-2", "success")
+    assert lines["bad"]["error"].startswith("CONNECTOR-1001-500")
+    assert (lines["wait"]["latest_status"], lines["wait"]["generation"]) == ("pending", 1)
+    assert (lines["worn"]["generation"], lines["worn"]["latest_run_id"]) == (3, "worn-3")
+    assert lines["ok"]["retriggered_at"].endswith("Z")
+
+
+def test_status_summary_counts_per_flow_and_error_code(tmp_path):
+    """--summary: retriggered, recovered, failed_again, pending, exhausted per flow and code."""
+    seed(tmp_path / "history.sqlite3")
+    result = run_cli(["status", "--summary"], env=env(tmp_path))
+    assert result.code == 0, result.stderr
+    counts = {(line["flow_id"], line["error_code"]): line for line in result.lines}
+    numbers = ("retriggered", "recovered", "failed_again", "pending", "exhausted")
+    assert {key: tuple(line[n] for n in numbers) for key, line in counts.items()} == {
+        ("flow-a", None): (1, 1, 0, 0, 0),
+        ("flow-a", "CONNECTOR-1001-500"): (1, 0, 1, 0, 0),
+        ("flow-b", None): (1, 0, 0, 1, 0),
+        ("flow-b", "CONNECTOR-1001-500"): (1, 0, 0, 0, 1),
+    }
+
+
+def test_status_filters_and_table(tmp_path):
+    """--flow-id and --since narrow the lines; --format table is for a person."""
+    seed(tmp_path / "history.sqlite3")
+    flow_b = run_cli(["status", "--flow-id", "flow-b"], env=env(tmp_path))
+    assert {line["run_id"] for line in flow_b.lines} == {"wait", "worn"}
+    recent = run_cli(["status", "--since", "1h"], env=env(tmp_path))
+    assert len(recent.lines) == 4
+    future = run_cli(["status", "--since", "2999-01-01T00:00:00Z"], env=env(tmp_path))
+    assert (future.code, future.stdout) == (0, b"")
+    table = run_cli(["status", "--summary", "--format", "table"], env=env(tmp_path))
+    head, *rows = table.stdout.decode().splitlines()
+    assert head.split() == [
+        "flow_id",
+        "error_code",
+        *["retriggered", "recovered", "failed_again", "pending", "exhausted"],
+    ]
+    assert len(rows) == 4
+
+
+def test_status_reads_without_writing_and_needs_an_org(tmp_path):
+    """Reading a history that does not exist shows nothing and creates nothing; no org is exit 2."""
+    result = run_cli(["status"], env=env(tmp_path))
+    assert (result.code, result.stdout) == (0, b"")
+    assert not (tmp_path / "history.sqlite3").exists()
+    no_org = {k: v for k, v in env(tmp_path).items() if k != "AEP_ORG_ID"}
+    refused = run_cli(["status"], env=no_org)
+    assert refused.code == 2 and "AEP_ORG_ID" in refused.stderr
+    off = run_cli(["status", "--history", "off"], env=env(tmp_path))
+    assert off.code == 2 and "off" in off.stderr
+
+
+def test_refresh_asks_about_pending_runs_only_and_records_their_end(
+    tmp_path, emulator, thread_server
+):
+    """--refresh polls each pending new run once, paced, and the history keeps what it learns."""
+    seed(tmp_path / "history.sqlite3", finished=False)
+    emulator.add_run(Run(id="ok-2", flow_id="flow-a", status="success", output_records=40))
+    emulator.add_run(Run(id="bad-2", flow_id="flow-a", errors=TRANSIENT))
+    emulator.add_run(Run(id="wait-2", flow_id="flow-b", status="inProgress"))
+    emulator.add_run(Run(id="worn-3", flow_id="flow-b", errors=TRANSIENT))
+    emulator.auto_create = False
+    result = run_cli(["status", "--refresh", "--rate", "0"], env=env(tmp_path, thread_server))
+    assert result.code == 0, result.stderr
+    assert "3 runs found ended" in result.stderr
+    polled = sorted(r.run_id for r in emulator.stats.requests)
+    assert polled == ["bad-2", "ok-2", "wait-2", "worn-3"]  # pending ones, once each
+    lines = {line["run_id"]: line for line in result.lines}
+    assert lines["ok"]["latest_status"] == "success"
+    assert lines["bad"]["latest_status"] == "failed"
+    assert lines["bad"]["error"].startswith("CONNECTOR-1001-500: ")
+    assert lines["wait"]["latest_status"] == "pending"
+    again = run_cli(["status", "--refresh", "--rate", "0"], env=env(tmp_path, thread_server))
+    assert "0 runs found ended" in again.stderr
+    assert sorted(r.run_id for r in emulator.stats.requests) == [*polled[:3], "wait-2", polled[3]]
