@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -27,8 +27,50 @@ from bulkretry.emulator.replies import (
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
 
-    from bulkretry.emulator.app import Emulator
-    from bulkretry.emulator.faults import Faults
+    from bulkretry.emulator.faults import FaultPlan, Faults
+    from bulkretry.emulator.model import Run, Stats
+
+
+class Tokens(Protocol):
+    """The gateway's question about a bearer token."""
+
+    def valid(self, token: str) -> bool:
+        """Whether the token is accepted now."""
+
+
+class Service(Protocol):
+    """What the Flow Service routes use of the emulator (``app.Emulator`` is one)."""
+
+    @property
+    def api_key(self) -> str: ...  # noqa: D102 - named like the emulator's attributes
+    @property
+    def org_id(self) -> str: ...  # noqa: D102
+    @property
+    def sandbox(self) -> str: ...  # noqa: D102
+    @property
+    def tokens(self) -> Tokens: ...  # noqa: D102
+    @property
+    def stats(self) -> Stats: ...  # noqa: D102
+    @property
+    def plan(self) -> FaultPlan: ...  # noqa: D102
+    @property
+    def faults(self) -> Faults: ...  # noqa: D102
+    @property
+    def runs(self) -> dict[str, Run]: ...  # noqa: D102
+    @property
+    def ops(self) -> frozenset[str]: ...  # noqa: D102
+    @property
+    def retrigger_answer(self) -> Literal["tutorial", "spec"]: ...  # noqa: D102
+
+    def lookup(self, run_id: str) -> Run | None:
+        """The run, or None when it does not exist."""
+
+    def retrigger(self, run: Run) -> Run:
+        """Apply a re-trigger; the new run."""
+
+    async def hang(self, seconds: float) -> None:
+        """Sleep like a stuck upstream until the server stops."""
+
 
 BASE_PATH: Final = "/data/foundation/flowservice"
 #: The tutorial's spelling and the OpenAPI enum's; an ``Emulator`` accepts both by default.
@@ -39,7 +81,7 @@ DEFAULT_SANDBOX: Final = "prod"
 _WITH_PAYLOAD: Final = frozenset({"POST", "PUT", "PATCH"})
 #: Longer than any client timeout; the handler is woken when the server stops.
 _HANG_SECONDS: Final = 3600.0
-EMULATOR: Final = web.AppKey["Emulator"]("emulator")
+EMULATOR: Final = web.AppKey["Service"]("emulator")
 _INTERNAL: Final = (
     "An internal error has occurred. Please try again and contact customer support if the "
     "problem persists."
@@ -63,7 +105,7 @@ def _record(request: web.Request) -> RecordedRequest:
 
 
 def _gateway_refusal(  # noqa: PLR0911 - one return per gateway check, in its order
-    emu: Emulator, request: web.Request
+    emu: Service, request: web.Request
 ) -> web.Response | None:
     """Refuse as Adobe I/O does before the service sees the request, in the gateway's order.
 
@@ -134,7 +176,7 @@ async def oversized_fault(request: web.Request, faults: Faults, fault: str) -> w
     return await oversized(request, size, bomb=fault == "bomb_after")
 
 
-async def _after_fault(request: web.Request, emu: Emulator, fault: str) -> web.StreamResponse:
+async def _after_fault(request: web.Request, emu: Service, fault: str) -> web.StreamResponse:
     """Misbehave once the re-trigger has been applied."""
     if fault == "error_after":
         return service_error("FLOW-1101", 500, _INTERNAL)
@@ -240,7 +282,7 @@ def _bad_link(request: web.Request, fault: str, next_href: str | None) -> str | 
     return next_href and next_href.replace("/runs?", "/connections?", 1)
 
 
-def make_flow_service(emu: Emulator) -> web.Application:
+def make_flow_service(emu: Service) -> web.Application:
     """Build the sub-application mounted at ``BASE_PATH``; its middleware is the gateway."""
     app = web.Application(middlewares=[_front_door])
     app[EMULATOR] = emu

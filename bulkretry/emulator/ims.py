@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from aiohttp import web
 
@@ -16,7 +16,8 @@ from bulkretry.emulator.replies import drop, json_reply
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from bulkretry.emulator.app import Emulator
+    from bulkretry.emulator.faults import FaultPlan, Faults
+    from bulkretry.emulator.model import Stats
 
 IMS_PATH: Final = "/ims/token/v3"
 
@@ -60,7 +61,20 @@ def _oauth_error(error: str, description: str, status: int = 400) -> web.Respons
     return json_reply({"error": error, "error_description": description}, status)
 
 
-async def _misbehave(request: web.Request, emu: Emulator, fault: str) -> web.StreamResponse | None:
+class Issuer(Protocol):
+    """What the IMS route uses of the emulator (``app.Emulator`` is one)."""
+
+    @property
+    def tokens(self) -> TokenStore: ...  # noqa: D102 - named like the emulator's attributes
+    @property
+    def stats(self) -> Stats: ...  # noqa: D102
+    @property
+    def plan(self) -> FaultPlan: ...  # noqa: D102
+    @property
+    def faults(self) -> Faults: ...  # noqa: D102
+
+
+async def _misbehave(request: web.Request, emu: Issuer, fault: str) -> web.StreamResponse | None:
     """The answer a scripted or drawn IMS fault gives, or None to behave."""
     if fault == "drop_before":
         return drop(request)
@@ -76,7 +90,7 @@ async def _misbehave(request: web.Request, emu: Emulator, fault: str) -> web.Str
     return None
 
 
-def make_token_handler(emu: Emulator) -> web.RouteDef:
+def make_token_handler(emu: Issuer) -> web.RouteDef:
     """Build the IMS route, closed over the emulator it issues tokens for."""
 
     async def token(request: web.Request) -> web.StreamResponse:
