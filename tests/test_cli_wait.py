@@ -116,3 +116,18 @@ def test_wait_flags_refuse_nonsense(thread_server):
     for flag in ("--wait-timeout", "--poll-interval"):
         result = run_cli(["retry", "--wait", flag, "0"], env=env, stdin=b"x-1\n")
         assert result.code == 2 and flag in result.stderr
+
+
+def test_demo_shows_the_follow_through_in_seconds():
+    """`bulkretry demo` follows its new runs: 9 of 10 recovered, one poison run failed again."""
+    started = time.monotonic()
+    result = run_cli(["demo"], env=cli_env())
+    assert result.code == 0, result.stderr
+    assert time.monotonic() - started < 10
+    finished = result.events("finished")
+    assert len(finished) == len(result.events("retriggered")) == 10
+    assert sorted(line["status"] for line in finished) == ["failed"] + ["success"] * 9
+    (again,) = [line for line in finished if line["status"] == "failed"]
+    assert again["error"].startswith("CONNECTOR-1001-500: ")
+    assert (result.summary["recovered"], result.summary["failed_again"]) == (9, 1)
+    assert "9 of 10 recovered, 1 failed again with CONNECTOR-1001-500" in result.stderr
