@@ -118,6 +118,7 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
             tokens = make_tokens(session, api, attempts=settings.max_attempts, backoff=backoff)
             await tokens.token()  # fail before the first re-trigger, not during it
             client = FlowService(session, api, tokens)
+            stack.callback(client.close)
         stopper = Stopper()
         pipeline = Pipeline(
             settings, client, journal=journal, previous=previous, backoff=backoff, stopper=stopper

@@ -1,8 +1,10 @@
-"""The Flow Service client: one aiohttp session, the re-trigger call, run listing.
+"""The Flow Service client: the re-trigger call, run reads and listing.
 
-All aiohttp exceptions are mapped here, in ``_transport_error``, onto the two cases
-the retry policy cares about: never sent (safe to resend) or sent with the answer
-lost (maybe applied).
+The re-trigger, the one call made per run, goes over ``_http1``'s keep-alive connections;
+the rest (a few calls per job) over one aiohttp session. All aiohttp exceptions are mapped
+here, in ``_transport_error``, onto the two cases the retry policy cares about (``_http1``
+maps its own alike): never sent (safe to resend) or sent with the answer lost (maybe
+applied).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import aiohttp
@@ -22,6 +25,7 @@ from ._attempts import Backoff, parse_retry_after
 from ._auth import ImsTokens, StaticToken, TokenSource
 from ._body import ANSWER_CAP, PAGE_CAP, read_capped
 from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
+from ._http1 import Http1
 from ._settings import ApiSettings, ClientCredentials
 from ._text import excerpt, scrub
 
@@ -55,6 +59,13 @@ class FlowService:
         self._scheme, self._authority = base.scheme, base.raw_authority
         self._path = base.raw_path.rstrip("/")  # a bare host has path '/': no '//runs'
         self._tokens = tokens
+        timeout = session.timeout
+        total = timeout.total or 300.0
+        self._posts = Http1(  # the hot call skips aiohttp's general machinery: see _http1
+            base,
+            timeout=total,
+            connect=timeout.connect or min(total * _CONNECT_SHARE, _CONNECT_TIMEOUT_MAX),
+        )
         self._headers = {
             "x-api-key": api.api_key,
             "x-gw-ims-org-id": api.org_id,
@@ -86,9 +97,7 @@ class FlowService:
         """
         while True:
             op = self._op
-            status, body, headers = await self._request(
-                "POST", self._action_url(run_id, op), cap=ANSWER_CAP
-            )
+            status, body, headers = await self._request(partial(self._post, run_id, op))
             if op == RETRIGGER_OPS[-1] or status not in _OP_REFUSALS or not refuses_op(body, op):
                 break
             self._switch_op(op, status, body)
@@ -107,16 +116,6 @@ class FlowService:
         # The tutorial's answer is {id, etag}; the OpenAPI file's, a whole run with ``eTag``.
         etag = next((v for k in ("etag", "eTag") if isinstance(v := answer.get(k), str)), None)
         return Accepted(new_run_id=new_id, etag=etag, status=status)
-
-    def _action_url(self, run_id: str, op: str) -> yarl.URL:
-        # Run IDs are validated to [A-Za-z0-9_-], so the URL is built pre-encoded: no parsing.
-        return yarl.URL.build(
-            scheme=self._scheme,
-            authority=self._authority,
-            path=f"{self._path}/runs/{run_id}/action",
-            query_string=f"op={op}",
-            encoded=True,
-        )
 
     def _switch_op(self, refused: str, status: int, body: bytes) -> None:
         """Move every worker to the next spelling, once, saying so on stderr."""
@@ -138,7 +137,9 @@ class FlowService:
         url = yarl.URL.build(
             scheme=self._scheme, authority=self._authority, path=self._path + path, encoded=True
         )
-        status, body, headers = await self._request("GET", url, params, cap=PAGE_CAP)
+        status, body, headers = await self._request(
+            lambda token: self._send("GET", url, params, token, PAGE_CAP)
+        )
         if not 200 <= status < 300:
             raise self._api_error(status, body, headers)
         try:
@@ -147,20 +148,25 @@ class FlowService:
             raise APIError(status, None, "answer is not JSON") from None
 
     async def _request(
-        self,
-        method: str,
-        url: yarl.URL,
-        params: Sequence[tuple[str, str]] = (),
-        *,
-        cap: int,
+        self, send: Callable[[str], Awaitable[tuple[int, bytes, Mapping[str, str]]]]
     ) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send with the current token (``send(token)``); a refused one is dropped."""
         token = await self._tokens.token()
-        status, body, headers = await self._send(method, url, params, token, cap)
+        status, body, headers = await send(token)
         if status == 401 and self._tokens.refreshable:
             # Drop the refused token; a new one is fetched (single-flight) only if the caller
             # sends again, through the rate limit, as an attempt of its own.
             self._tokens.forget(token)
         return status, body, headers
+
+    async def _post(self, run_id: str, op: str, token: str) -> tuple[int, bytes, dict[str, str]]:
+        # Run IDs are validated to [A-Za-z0-9_-]: the target needs no encoding.
+        target = f"{self._path}/runs/{run_id}/action?op={op}"
+        return await self._posts.post(target, self._with_token(token), ANSWER_CAP)
+
+    def close(self) -> None:
+        """Close the re-trigger connections (the aiohttp session closes on its own)."""
+        self._posts.close()
 
     def _api_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> APIError:
         code, message = error_words(status, body)
@@ -171,7 +177,8 @@ class FlowService:
             status,
             code if code is None else excerpt(self._scrub(code)),
             f"{shown} ({hint})" if hint else shown,
-            retry_after=parse_retry_after(headers.get("Retry-After")),
+            # aiohttp's headers ignore case; _http1's are lower-cased
+            retry_after=parse_retry_after(headers.get("retry-after")),
         )
 
     def _scrub(self, text: str) -> str:
