@@ -8,8 +8,9 @@ Sources, and why each check exists:
   bodies are validated with openapi-core against it.
 - Where the OpenAPI file is silent or wrong, the Experience League tutorials decide, and
   each such fact is a constant below naming its page: re-trigger is spelled ``re-trigger``
-  (retry-flows.md; the OpenAPI enum says ``RE_TRIGGER``), the answer is ``{"id", "etag"}``
-  (retry-flows.md; the OpenAPI file claims a whole run), runs carry ``etag`` and
+  (retry-flows.md; the OpenAPI enum says ``RE_TRIGGER``, which bulkretry switches to when
+  ``re-trigger`` is refused), the answer is ``{"id", "etag"}`` (retry-flows.md; the OpenAPI
+  file claims a whole run with ``eTag``, which bulkretry reads too), runs carry ``etag`` and
   ``activities`` (monitor.md; the OpenAPI file says ``eTag`` and ``activites``), and error
   bodies, which the OpenAPI file leaves undescribed, follow troubleshooting.md (gateway),
   the access-label tutorial (Flow Service) and sources-errors.md (codes and titles).
