@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # read-results.sh: what a human needs from a results file (`bulkretry retry ... > results.jsonl`).
 #
-#   read-results.sh RESULTS.jsonl [all|failed|uncertain|invalid|map|summary]
+#   read-results.sh RESULTS.jsonl [all|failed|uncertain|invalid|map|again|summary]
 #
 #   failed     run_id, HTTP status, error (TSV): certainly NOT re-triggered. A 4xx is the API
 #              refusing (wrong state, unknown run): fix the cause; a rerun with the same journal
@@ -12,6 +12,9 @@
 #   invalid    input lines that are not run IDs, and why (TSV; no request was sent)
 #   map        old run ID -> new run ID (TSV), including runs re-triggered by an earlier
 #              attempt the same night (skipped/already-retriggered)
+#   again      run_id, new_run_id, status, error (TSV): with --wait, new runs that did not
+#              recover (failed again, or timed-out); `bulkretry status --summary` counts them
+#              across nights
 #   summary    the counts from the last line, or a warning when the job did not finish
 #   all        (default) every section above, with headings
 #
@@ -19,7 +22,7 @@
 set -euo pipefail
 
 if (($# < 1 || $# > 2)); then
-  echo "usage: ${0##*/} RESULTS.jsonl [all|failed|uncertain|invalid|map|summary]" >&2
+  echo "usage: ${0##*/} RESULTS.jsonl [all|failed|uncertain|invalid|map|again|summary]" >&2
   exit 2
 fi
 results=$1
@@ -38,15 +41,21 @@ map() {
             or (.event == "skipped" and .reason == "already-retriggered")))
           | [.run_id, .new_run_id] | @tsv'
 }
+again() {
+  events 'select(.event == "finished" and .status != "success")
+          | [.run_id, .new_run_id, .status, (.error // "-")] | @tsv'
+}
 summary() {
   jq -nrR '[inputs | fromjson? | objects | select(.event == "summary")] | last
     | if . == null then "no summary line: the job did not finish (killed?); rerun it with the same journal"
       else "total \(.total): \(.retriggered) re-triggered, \(.failed) failed, \(.uncertain) uncertain, \(.skipped) skipped, \(.planned) planned in \(.elapsed_s)s"
+        + if .recovered == null then ""
+          else "; \(.recovered) recovered, \(.failed_again) failed again, \(.unfinished) unfinished" end
       end' "$results"
 }
 
 case $section in
-  failed | uncertain | invalid | map | summary) "$section" ;;
+  failed | uncertain | invalid | map | again | summary) "$section" ;;
   all)
     echo "== failed: not re-triggered (run_id, status, error) =="
     failed
@@ -59,6 +68,9 @@ case $section in
     echo
     echo "== old run ID -> new run ID =="
     map
+    echo
+    echo "== new runs that did not recover (--wait) =="
+    again
     echo
     echo "== summary =="
     summary

@@ -263,8 +263,13 @@ def test_read_results_on_demo_output(tmp_path):
     assert dict(mapping) == retriggered
     assert {line.split("\t")[0] for line in section("failed")} == failed
     assert section("uncertain") == []
+    [again] = section("again")  # the demo's poison run
+    run_id, new_run_id, status, error = again.split("\t")
+    assert (new_run_id, status) == (retriggered[run_id], "failed")
+    assert error.startswith("CONNECTOR-1001-500: ")
     [summary] = section("summary")
     assert summary.startswith(f"total {events[-1]['total']}:")
+    assert summary.endswith("; 9 recovered, 1 failed again, 0 unfinished")
     report = "\n".join(section("all"))
     assert "== old run ID -> new run ID ==" in report and summary in report
 
