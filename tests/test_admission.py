@@ -244,6 +244,7 @@ async def test_admission_is_immediate_when_unlimited_and_not_slowed():
             await admission.wait()
 
 
+@pytest.mark.slow
 async def test_a_rate_limited_server_is_met_without_failures(emulator, api_settings):
     """Against 30/s at the server, a job at rate 100 slows down and re-triggers every ID once."""
     emulator.faults = Faults(max_rate=30, retry_after=1)
@@ -257,6 +258,7 @@ async def test_a_rate_limited_server_is_met_without_failures(emulator, api_setti
     assert emulator.stats.responses[429] > 0  # the limit was met, not avoided by luck
 
 
+@pytest.mark.slow
 async def test_pace_uses_nearly_all_of_the_rate_without_exceeding_it():
     """At R=200 with 32 waiters: no window over R, no burst at start, about 98 % of R used."""
     pace, starts = Pace(200), []

@@ -104,6 +104,7 @@ async def test_safe_faults_are_retried_and_unsafe_ones_reported_uncertain(emulat
     assert emulator.stats.retriggers == {"t": 1, "e": 1, "d": 1, "g": 1}
 
 
+@pytest.mark.slow
 async def test_safe_retries_exhausted_give_failed(emulator, api_settings):
     """When every attempt is throttled, the run fails with the last error and is never applied."""
     emulator.faults = Faults(retry_after=0, script={"x": ["throttle"] * 3})
@@ -150,6 +151,7 @@ async def test_repeated_auth_refusals_stop_the_job(emulator, api_settings):
     assert all("403025" in o.error and "not attempted" in o.error for o in not_sent)
 
 
+@pytest.mark.slow
 async def test_the_rate_cap_holds_in_every_one_second_window(emulator, api_settings):
     """At rate 20, no one-second window at the server sees more than 20 request starts."""
     await collect([f"r{n}" for n in range(50)], api_settings, rate=20)

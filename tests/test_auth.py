@@ -259,6 +259,7 @@ async def test_32_concurrent_calls_on_an_expired_token_make_one_ims_request():
     assert len(ims.forms) == 2
 
 
+@pytest.mark.slow
 async def test_the_token_is_refreshed_ahead_of_its_expiry():
     """Within the last tenth of its lifetime the token is replaced before it actually expires."""
     async with (
@@ -275,6 +276,7 @@ async def test_the_token_is_refreshed_ahead_of_its_expiry():
     assert ims.times[1] - ims.times[0] < 2.0
 
 
+@pytest.mark.slow
 async def test_a_failed_early_refresh_keeps_the_valid_token_until_it_expires():
     """IMS failing inside the refresh margin: the old token serves until expiry, then AuthError."""
     down = (503, {"error": "temporarily_unavailable"}, {})
@@ -398,6 +400,7 @@ async def test_a_401_with_an_issued_token_refreshes_once_and_resends():
     assert len(sent) == 2 and sent[0] != sent[1]
 
 
+@pytest.mark.slow
 async def test_tokens_expiring_every_1_5_s_over_300_ids_apply_each_once_without_a_storm():
     """Tokens dying every 1.5 s in a 6 s job: each ID applied once, ~one IMS request a lifetime."""
     lifetime = 1.5
@@ -444,6 +447,7 @@ async def test_ims_unavailable_beyond_the_attempts_is_an_auth_error():
     assert emulator.stats.token_requests == 3
 
 
+@pytest.mark.slow
 async def test_ims_429_is_retried_no_sooner_than_retry_after():
     """IMS throttling is waited out for its Retry-After, then the token is fetched."""
     emulator = make_emulator(faults=Faults(ims_script=["throttle", "ok"], retry_after=1))

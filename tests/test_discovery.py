@@ -1,5 +1,6 @@
 """`bulkretry failed`: paging, filters, and the pipe into `bulkretry retry`."""
 
+import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -309,8 +310,18 @@ def test_cli_failed_exits_1_on_a_pagination_cycle(emulator, thread_server):
 async def test_stopping_early_leaves_no_task_behind(emulator, api_settings):
     """Breaking out of the listing after one record ends the job cleanly, with nothing hanging."""
     seed(emulator, flows=("flow-a", "flow-b"), per_flow=60)
+    emulator.faults = Faults(latency=0.05)  # pages still to come when the caller stops
     settings = ListingSettings(flow_ids=("flow-a", "flow-b"), rate=0, page_size=5)
+    read = []
     with anyio.fail_after(10):
         async with bulkretry.list_failed(api_settings, settings) as lister:
-            async for _ in lister.records():
+            async for record in lister.records():
+                read.append(record)
                 break
+    assert len(read) == 1
+    left = [t for t in asyncio.all_tasks() if "Lister" in t.get_coro().__qualname__]
+    assert left == []  # no flow task outlives the block
+    asked = len(emulator.stats.requests)
+    await anyio.sleep(0.2)
+    assert len(emulator.stats.requests) == asked  # and nothing asks for another page
+    assert asked < 24  # 2 flows x 12 pages: it stopped early, not at the end

@@ -116,7 +116,7 @@ async def test_a_403_about_single_runs_never_stops_the_job():
 async def test_a_connect_timeout_is_retried_as_not_applied():
     """A connect that times out (even with a short --timeout) is safe: retried, then failed."""
     with refusing_to_accept() as port:
-        settings = JobSettings(rate=0, timeout=0.5, max_attempts=2)
+        settings = JobSettings(rate=0, timeout=0.2, max_attempts=2)
         base = f"http://127.0.0.1:{port}/fs"
         async with bulkretry.retrigger(
             ["r1"], settings_for(base), settings, backoff=Backoff(base=0)

@@ -251,7 +251,7 @@ async def test_intent_is_on_disk_while_the_request_is_in_flight(emulator, api_se
     path = tmp_path / "j"
     emulator.faults = Faults(script={"slow-1": ["timeout_after"]})
     seen_in_flight: dict[str, Record] = {}
-    settings = JobSettings(rate=0, journal=path, timeout=1.5)
+    settings = JobSettings(rate=0, journal=path, timeout=0.5)
     async with bulkretry.retrigger(["slow-1"], api_settings, settings, backoff=FAST) as job:
         await poll(lambda: emulator.stats.requests)
         seen_in_flight = read_journal(path)  # the server holds the answer: still in flight

@@ -165,6 +165,7 @@ def kill_repeatedly(args, env, emulator, tmp_path):
     return killed, retriggered
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_never_duplicates(emulator, thread_server, tmp_path):
     """Kill -9 four times mid-job, resume each time from the journal: no run twice, none lost."""
     emulator.faults = Faults(latency=0.05)

@@ -80,6 +80,7 @@ FAULTY_IDS = b"".join(
 )
 
 
+@pytest.mark.slow
 def test_oauth_job_with_faults_expiring_tokens_and_a_journal_leaks_nothing(tmp_path):
     """Garbled, 5xx, dropped answers, refusals, mid-job 401s: no secret or token in the output."""
     emulator = make_emulator(token_lifetime=0.4, faults=FAULTY)  # tokens die before IMS says

@@ -135,6 +135,7 @@ async def test_latency_delays_each_request(emu, server, session):
     assert time.monotonic() - started >= 0.2
 
 
+@pytest.mark.slow
 async def test_max_rate_admits_only_that_many_per_second(session):
     """max_rate admits N re-triggers per sliding second; the rest get 429, Retry-After 1."""
     emu = Emulator(auto_create=True, faults=Faults(max_rate=5))
