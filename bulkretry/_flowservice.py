@@ -35,6 +35,8 @@ _OP_REFUSALS: Final = frozenset({400, 422})
 _log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_MAX: Final = 10.0
+_SCRUB_WINDOW: Final = 8192
+"""Bytes of an unexpected 2xx body masked before the excerpt is cut: room for a long token."""
 _CONNECT_SHARE: Final = 0.9
 
 
@@ -111,7 +113,8 @@ class FlowService:
             answer = None
         new_id = answer.get("id") if isinstance(answer, dict) else None
         if not isinstance(answer, dict) or not isinstance(new_id, str) or not new_id:
-            shown = self._scrub(excerpt(body.decode("utf-8", "replace"), limit=80))
+            # Mask first, then cut: a cut could leave a prefix of a token unrecognised.
+            shown = excerpt(self._scrub(body[:_SCRUB_WINDOW].decode("utf-8", "replace")), 80)
             raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
         # The tutorial's answer is {id, etag}; the OpenAPI file's, a whole run with ``eTag``.
         etag = next((v for k in ("etag", "eTag") if isinstance(v := answer.get(k), str)), None)

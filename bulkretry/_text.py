@@ -8,17 +8,52 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Final
+from urllib.parse import quote, quote_plus
 
 REDACTED: Final = "[REDACTED]"
 EXCERPT: Final = 200
 """Characters of untrusted text shown in a line (an invalid run ID, an API answer)."""
 
 
+FRAGMENT: Final = 8
+"""Characters of a secret in a row that count as an echo of it (a prefix cut short, say)."""
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every (non-empty) secret in it replaced by ``REDACTED``."""
+    """``text`` with every secret masked: whole, URL-encoded, or any 8 of its characters in a row.
+
+    An answer may echo a secret partly (a prefix, the form body it was sent in), so every
+    run of ``FRAGMENT`` or more characters shared with a secret is replaced by ``REDACTED``.
+    Mask before cutting text short: a cut would otherwise leave a prefix unrecognised.
+    """
     for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, REDACTED)
+            if len(form) >= FRAGMENT:
+                text = _mask_fragments(text, form)
+    return text
+
+
+def _forms(secret: str) -> list[str]:
+    """The secret as sent in a header or JSON, and as it appears in a URL-encoded form."""
+    if not secret:
+        return []
+    return sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len, reverse=True)
+
+
+def _mask_fragments(text: str, secret: str) -> str:
+    """Replace every run of text made of ``FRAGMENT``-character pieces of ``secret``."""
+    pieces = {secret[i : i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+    spans: list[list[int]] = []
+    for start in range(len(text) - FRAGMENT + 1):
+        if text[start : start + FRAGMENT] in pieces:
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = start + FRAGMENT
+            else:
+                spans.append([start, start + FRAGMENT])
+    for start, end in reversed(spans):
+        text = text[:start] + REDACTED + text[end:]
     return text
 
 

@@ -17,14 +17,19 @@ BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before"})
 #: Hostile answers, after applying: a body of ``body_size`` bytes, one without end, and a gzip
 #: bomb inflating to ``body_size`` bytes. Scripted only.
 OVERSIZED: Final = frozenset({"huge_after", "endless_after", "bomb_after"})
+#: ``echo_after`` answers 200 in HTML quoting the request's Authorization header back.
 AFTER: Final = (
-    frozenset({"error_after", "drop_after", "garbled_after", "timeout_after"}) | OVERSIZED
+    frozenset({"error_after", "drop_after", "garbled_after", "timeout_after", "echo_after"})
+    | OVERSIZED
 )
 FAULT_NAMES: Final = BEFORE | AFTER | {"ok"}
 #: ``list_script`` only: the page is served, with a next link that leads back to itself, to the
 #: first page (no token), or to the right page but through another collection's path.
 LINK_FAULT_NAMES: Final = frozenset({"self_link", "first_link", "connections_link"})
-IMS_FAULT_NAMES: Final = frozenset({"throttle", "unavailable", "drop_before", "ok"}) | OVERSIZED
+#: ``echo_secret``: IMS refuses, quoting the form body (URL-encoded) and a piece of the secret.
+IMS_FAULT_NAMES: Final = (
+    frozenset({"throttle", "unavailable", "drop_before", "echo_secret", "ok"}) | OVERSIZED
+)
 #: Probabilistic faults in the fixed order their probabilities are stacked.
 DRAW_ORDER: Final = (
     "throttle",

@@ -15,6 +15,7 @@ from bulkretry.emulator.model import RecordedRequest
 from bulkretry.emulator.replies import (
     Dropped,
     drop,
+    echoed,
     garbled,
     gateway_error,
     json_reply,
@@ -182,6 +183,8 @@ async def _after_fault(request: web.Request, emu: Service, fault: str) -> web.St
         return service_error("FLOW-1101", 500, _INTERNAL)
     if fault == "garbled_after":
         return garbled()
+    if fault == "echo_after":
+        return echoed(request.headers.get("Authorization", ""))
     if fault in OVERSIZED:
         return await oversized_fault(request, emu.faults, fault)
     if fault == "timeout_after":

@@ -87,6 +87,10 @@ async def _misbehave(request: web.Request, emu: Issuer, fault: str) -> web.Strea
         return _oauth_error("temporarily_unavailable", "Service is unavailable", 503)
     if fault in OVERSIZED:
         return await oversized_fault(request, emu.faults, fault)
+    if fault == "echo_secret":  # a careless server: the form as sent, and a piece of the secret
+        secret = str((await request.post()).get("client_secret", ""))
+        described = f"cannot parse {await request.text()}; client_secret starts {secret[:12]}"
+        return _oauth_error("invalid_request", described)
     return None
 
 

@@ -78,6 +78,17 @@ def garbled() -> web.Response:
     return web.Response(body=b"<html>upstream ok</html>", content_type="text/html")
 
 
+def echoed(authorization: str) -> web.Response:
+    """Answer 200 as a chatty proxy might, quoting the credentials back.
+
+    The token starts at character 72, so a client cutting the text at 80 before masking it
+    would show the token's first eight characters.
+    """
+    head = "<html><body>upstream ok; request headers follow".ljust(49, ".")
+    text = f"{head} Authorization: {authorization}</body></html>"
+    return web.Response(text=text, content_type="text/html")
+
+
 def drop(request: web.BaseRequest) -> Dropped:
     """Close the socket with no response: the client sees a server disconnect.
 

@@ -1,0 +1,71 @@
+"""Servers that echo secrets partly: a prefix cut at an excerpt, a URL-encoded form body."""
+
+from urllib.parse import quote_plus
+
+import pytest
+
+from bulkretry._text import FRAGMENT, scrub
+from bulkretry.emulator import Emulator, Faults
+
+from .conftest import API_KEY, ORG, TOKEN, cli_env, run_cli
+
+ODD_SECRET = "Zx+9/Qw=Er7+Ty8/Ui0%Op"
+"""A client secret with the characters a URL-encoded form changes."""
+
+
+def pieces(secret):
+    """Every run of FRAGMENT characters of the secret, plain and URL-encoded."""
+    forms = {secret, quote_plus(secret)}
+    return {form[i : i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)}
+
+
+def assert_no_piece_of(secret, *texts):
+    """No text holds FRAGMENT characters in a row of the secret, in either form."""
+    for text in texts:
+        leaked = sorted(piece for piece in pieces(secret) if piece in text)
+        assert not leaked, f"secret pieces leaked: {leaked}"
+
+
+def test_scrub_masks_whole_encoded_and_partial_echoes():
+    """Whole, URL-encoded and 8-character partial echoes are all masked; short text is left."""
+    text = f"a {ODD_SECRET} b {quote_plus(ODD_SECRET)} c {ODD_SECRET[:9]}... d Zx+9 e"
+    masked = scrub(text, [ODD_SECRET])
+    assert masked == "a [REDACTED] b [REDACTED] c [REDACTED]... d Zx+9 e"
+
+
+def test_a_token_echoed_in_a_2xx_body_never_shows_even_in_part(emulator, thread_server, tmp_path):
+    """A 200 HTML answer quoting the token where the 80-character excerpt ends: masked first."""
+    emulator.faults = Faults(script={"echo-1": ["echo_after"]})
+    journal = tmp_path / "echo.journal"
+    result = run_cli(
+        ["retry", "--rate", "0", "--journal", str(journal)],
+        env=cli_env(thread_server),
+        stdin=b"echo-1\n",
+    )
+    assert result.code == 1, result.stderr
+    [line] = result.events("uncertain")
+    assert "upstream ok" in line["error"]
+    assert_no_piece_of(TOKEN, result.stdout.decode(), result.stderr, journal.read_text())
+
+
+@pytest.fixture
+def emulator():
+    """An emulator whose OAuth client has a secret that URL-encoding changes."""
+    return Emulator(
+        org_id=ORG,
+        api_key=API_KEY,
+        static_tokens=frozenset({TOKEN}),
+        clients={API_KEY: ODD_SECRET},
+        auto_create=True,
+    )
+
+
+def test_an_ims_answer_echoing_the_form_and_part_of_the_secret_is_masked(emulator, thread_server):
+    """IMS quoting the URL-encoded form and the secret's first 12 characters: exit 2, masked."""
+    emulator.faults = Faults(ims_script=["echo_secret"])
+    env = cli_env(thread_server, AEP_CLIENT_ID=API_KEY, AEP_CLIENT_SECRET=ODD_SECRET)
+    result = run_cli(["retry"], env=env, stdin=b"r-1\n")
+    assert result.code == 2, result.stderr
+    assert "cannot parse" in result.stderr
+    assert_no_piece_of(ODD_SECRET, result.stdout.decode(), result.stderr)
+    assert emulator.stats.requests == []
