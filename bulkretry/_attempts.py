@@ -84,6 +84,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+_MAX_DOUBLINGS: Final = 64
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Backoff:
     """Exponential backoff with full jitter, floored by ``Retry-After``.
@@ -98,7 +101,8 @@ class Backoff:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Wait before attempt ``attempt + 1``, after ``attempt`` attempts (1-based) failed."""
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        # The exponent stops growing long before a float would overflow (attempt 1100 did).
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
         jittered = self.rng.uniform(0, ceiling) if ceiling > 0 else 0.0
         return max(jittered, retry_after or 0.0)
 

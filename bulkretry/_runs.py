@@ -55,5 +55,8 @@ def _int(value: object) -> int:
 def _iso(epoch_ms: object) -> str | None:
     if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
         return None
-    when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    try:
+        when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):  # 1e20, 1e300, NaN: no such moment
+        return None
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -113,6 +113,50 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The values one numeric flag accepts: checked here for the CLI and the library alike.
+
+    Absurd values are refused rather than obeyed: ``--concurrency 100000`` once took 800 MB
+    for five run IDs, and ``--rate 1e300`` overflowed the rate limiter.
+    """
+
+    flag: str
+    low: float
+    high: float
+    zero: bool = False
+    """Whether 0 is allowed too, with its own meaning (``--rate 0``: no limit)."""
+
+    def describe(self) -> str:
+        """The allowed range, as a usage error says it."""
+        span = f"{self.low:g} to {self.high:g}"
+        return f"0 (no limit) or {span}" if self.zero else span
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` is in range (NaN and infinities never are)."""
+        return math.isfinite(value) and (
+            self.low <= value <= self.high or (self.zero and value == 0)
+        )
+
+    def check(self, value: float) -> None:
+        """Raise ``UsageError`` naming the flag and its range unless ``value`` is allowed."""
+        if not self.allows(value):
+            raise UsageError(f"{self.flag} must be {self.describe()}, got {value:g}")
+
+
+RATE: Final = Bounds("--rate", 0.01, 10_000.0, zero=True)
+CONCURRENCY: Final = Bounds("--concurrency", 1, 1000)
+MAX_ATTEMPTS: Final = Bounds("--max-attempts", 1, 100)
+TIMEOUT: Final = Bounds("--timeout", 0.001, 3600.0)
+
+
+def check_pace(*, rate: float, max_attempts: int, timeout: float) -> None:
+    """The bounds shared by every command that sends requests."""
+    RATE.check(rate)
+    MAX_ATTEMPTS.check(max_attempts)
+    TIMEOUT.check(timeout)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSettings:
     """How hard to push, and what to do when answers go wrong."""
@@ -131,15 +175,8 @@ class JobSettings:
 
     def __post_init__(self) -> None:
         check_pace(rate=self.rate, max_attempts=self.max_attempts, timeout=self.timeout)
-        _check(self.concurrency >= 1, "--concurrency must be at least 1")
+        CONCURRENCY.check(self.concurrency)
         _check(self.max_generations >= 1, "--max-generations must be at least 1")
-
-
-def check_pace(*, rate: float, max_attempts: int, timeout: float) -> None:
-    """The knobs ``retry`` and ``failed`` share, checked alike for both."""
-    _check(rate >= 0 and math.isfinite(rate), "--rate must be 0 (no limit) or more")
-    _check(max_attempts >= 1, "--max-attempts must be at least 1")
-    _check(timeout > 0 and math.isfinite(timeout), "--timeout must be above 0")
 
 
 def _check(ok: bool, message: str) -> None:  # noqa: FBT001 - reads as a sentence

@@ -38,7 +38,6 @@ FLUSH_INTERVAL = 0.1
 
 def retry(args: argparse.Namespace) -> int:
     """``bulkretry retry``: re-trigger run IDs from files or stdin."""
-    signal.signal(signal.SIGTERM, _interrupt)  # until the job listens: stop like Ctrl-C
     setup_diagnostics(args.log_level)
     settings = JobSettings(
         rate=args.rate,
@@ -181,6 +180,7 @@ class _Signals:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler that stops like Ctrl-C (``run`` installs the same at start-up)."""
     del signum, frame
     raise KeyboardInterrupt
 
@@ -212,7 +212,6 @@ def _closing_line(summary: Summary, args: argparse.Namespace, code: int) -> str:
 
 def failed(args: argparse.Namespace) -> int:
     """``bulkretry failed``: list the retryable runs of some dataflows."""
-    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: exit 130, lines so far kept
     setup_diagnostics(args.log_level)
     settings = ListingSettings(
         flow_ids=tuple(args.flow_ids),
@@ -238,20 +237,49 @@ def failed(args: argparse.Namespace) -> int:
 async def _failed_job(
     api_settings: ApiSettings, settings: ListingSettings, out: BinaryIO
 ) -> tuple[int, str]:
-    count = 0
-    async with api.list_failed(api_settings, settings) as lister:
-        async for record in lister.records():
-            out.write(orjson.dumps(record.fields(), option=orjson.OPT_APPEND_NEWLINE))
-            out.flush()
-            count += 1
-    for problem in lister.errors:
+    """List to ``out``; SIGINT/SIGTERM cancel the listing (read-only: stopping is harmless).
+
+    The signals are received by the event loop, not raised wherever Python happens to be:
+    a KeyboardInterrupt inside aiohttp's transports spilled dozens of "Fatal error on
+    transport" lines onto stderr.
+    """
+    count, pages, errors = 0, 0, []
+    stop = _StopOnSignal()
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(stop.listen, tasks.cancel_scope)
+        async with api.list_failed(api_settings, settings) as lister:
+            async for record in lister.records():
+                out.write(orjson.dumps(record.fields(), option=orjson.OPT_APPEND_NEWLINE))
+                count += 1
+        pages, errors = lister.pages, lister.errors
+        tasks.cancel_scope.cancel()
+    for problem in errors:
         say(f"error: listing stopped: {problem}")
     flows = len(settings.flow_ids)
     message = (
         f"{count} retryable run{'s'[: count != 1]} in {flows} flow{'s'[: flows != 1]} "
-        f"({lister.pages} page{'s'[: lister.pages != 1]})"
+        f"({pages} page{'s'[: pages != 1]})"
     )
-    return (EXIT_PROBLEMS if lister.errors else EXIT_OK), message
+    if stop.received:
+        return EXIT_STOPPED, f"{stop.received}: stopped; {message} written"
+    return (EXIT_PROBLEMS if errors else EXIT_OK), message
+
+
+class _StopOnSignal:
+    """The first SIGINT/SIGTERM cancels a scope; its name is kept for the closing line."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    async def listen(
+        self, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Cancel ``scope`` on the first signal."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.received = signal.Signals(signum).name
+                scope.cancel()
 
 
 def demo(args: argparse.Namespace) -> int:

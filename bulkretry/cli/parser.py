@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from bulkretry import __version__
 from bulkretry._follow import DEFAULT_WAIT_TIMEOUT, Cadence
 from bulkretry._settings import (
+    CONCURRENCY,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RATE,
     DEFAULT_TIMEOUT,
+    MAX_ATTEMPTS,
+    RATE,
+    TIMEOUT,
+    Bounds,
 )
 
 from .commands import demo as run_demo
@@ -87,10 +93,11 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     job = retry.add_argument_group("job")
     job.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_within(CONCURRENCY, int),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help=f"at most N requests in flight (default: {DEFAULT_CONCURRENCY})",
+        help=f"at most N requests in flight, {CONCURRENCY.describe()} "
+        f"(default: {DEFAULT_CONCURRENCY})",
     )
     job.add_argument(
         "--journal",
@@ -210,24 +217,26 @@ def _pace_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pace and retries")
     group.add_argument(
         "--rate",
-        type=_rate,
+        type=_within(RATE, float),
         default=DEFAULT_RATE,
         metavar="R",
-        help=f"at most R requests started per second; 0 = no limit (default: {DEFAULT_RATE:g})",
+        help=f"at most R requests started per second, {RATE.describe()} "
+        f"(default: {DEFAULT_RATE:g})",
     )
     group.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=_within(MAX_ATTEMPTS, int),
         default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
-        help=f"attempts per run ID, the first included (default: {DEFAULT_MAX_ATTEMPTS})",
+        help=f"attempts per run ID, the first included, {MAX_ATTEMPTS.describe()} "
+        f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )
     group.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_within(TIMEOUT, float),
         default=DEFAULT_TIMEOUT,
         metavar="S",
-        help=f"seconds for one request (default: {DEFAULT_TIMEOUT:g})",
+        help=f"seconds for one request, {TIMEOUT.describe()} (default: {DEFAULT_TIMEOUT:g})",
     )
 
 
@@ -254,6 +263,25 @@ def _operator_flags(parser: argparse.ArgumentParser, *, progress: bool) -> None:
     )
 
 
+N = TypeVar("N", int, float)
+
+
+def _within(bounds: Bounds, kind: type[N]) -> Callable[[str], N]:
+    """An argparse type: a number of ``kind`` inside ``bounds``, or a message with the range."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not bounds.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds.describe()}, got {text}")
+        return value
+
+    return parse
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -265,24 +293,10 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, got {text}")
-    return value
-
-
-def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value

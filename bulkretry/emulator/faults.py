@@ -22,7 +22,8 @@ AFTER: Final = (
     frozenset({"error_after", "drop_after", "garbled_after", "timeout_after", "echo_after"})
     | OVERSIZED
 )
-FAULT_NAMES: Final = BEFORE | AFTER | {"ok"}
+#: ``wild_dates`` (listing pages only): runs whose ``createdAt`` no calendar holds.
+FAULT_NAMES: Final = BEFORE | AFTER | {"ok", "wild_dates"}
 #: ``list_script`` only: the page is served, with a next link that leads back to itself, to the
 #: first page (no token), or to the right page but through another collection's path.
 LINK_FAULT_NAMES: Final = frozenset({"self_link", "first_link", "connections_link"})

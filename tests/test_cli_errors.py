@@ -1,0 +1,120 @@
+"""One clear line, never a traceback: absurd values, wild dates, signals, a closed stderr."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bulkretry._attempts import Backoff
+from bulkretry.emulator import Faults, Run
+
+from .conftest import cli_env, parse_lines, run_cli, spawn_cli
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"),
+    [
+        ("--concurrency", "100000", "1 to 1000"),
+        ("--concurrency", "0", "1 to 1000"),
+        ("--rate", "1e300", "0 (no limit) or 0.01 to 10000"),
+        ("--rate", "nan", "0 (no limit) or 0.01 to 10000"),
+        ("--max-attempts", "1100", "1 to 100"),
+        ("--timeout", "1e300", "0.001 to 3600"),
+    ],
+)
+def test_absurd_values_are_usage_errors_naming_the_range(flag, value, allowed):
+    """--concurrency 100000, --rate 1e300 and such: exit 2 naming the range, no traceback."""
+    result = run_cli(["retry", "--dry-run", flag, value], env=cli_env(), stdin=b"a-1\n")
+    assert result.code == 2
+    assert flag in result.stderr and allowed in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == b""
+
+
+def test_backoff_survives_any_attempt_number():
+    """Backoff().delay(1100) (a large --max-attempts in the library) is capped, not an overflow."""
+    assert 0 <= Backoff().delay(1100) <= Backoff().cap
+    assert Backoff(base=0).delay(10**9) == 0
+
+
+def test_created_at_out_of_range_lists_the_run_without_a_date(emulator, thread_server):
+    """`failed` meeting createdAt 1e20, 1e300 and -1e20 ms: the runs listed, created_at null."""
+    for n in range(3):
+        emulator.add_run(Run(id=f"wild-{n}", flow_id="flow-w"))
+    emulator.faults = Faults(list_script=["wild_dates"])
+    result = run_cli(["failed", "--flow-id", "flow-w", "--rate", "0"], env=cli_env(thread_server))
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = parse_lines(result.stdout)
+    assert sorted(line["run_id"] for line in lines) == ["wild-0", "wild-1", "wild-2"]
+    assert {line["created_at"] for line in lines} == {None}
+
+
+def test_sigterm_during_a_listing_exits_130_quietly(emulator, thread_server):
+    """`failed --rate 0` stopped by SIGTERM mid-listing: exit 130, whole lines, one stderr line."""
+    for n in range(3000):
+        emulator.add_run(Run(id=f"many-{n:04d}", flow_id="flow-m"))
+    emulator.faults = Faults(latency=0.02)
+    proc = spawn_cli(["failed", "--flow-id", "flow-m", "--rate", "0"], env=cli_env(thread_server))
+    proc.stdin.close()
+    first = proc.stdout.readline()  # the listing is under way
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stdout.read()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 130, stderr
+    lines = parse_lines(first + rest)
+    assert 0 < len(lines) < 3000
+    assert stderr.count("\n") == 1 and "SIGTERM" in stderr, stderr
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _close_stderr():
+    """For the child: start with no stderr at all, as `2>&-` does."""
+    os.close(2)
+
+
+def test_a_closed_stderr_neither_crashes_nor_spills_onto_stdout(thread_server):
+    """`2>&-`: the job runs, exit 0, and stdout holds only the JSON lines (no human line)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkretry", "retry", "--rate", "0"],
+        input=b"closed-1\n",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(thread_server),
+        timeout=30,
+        check=False,
+        preexec_fn=_close_stderr,
+    )
+    assert done.returncode == 0
+    lines = parse_lines(done.stdout)
+    assert [line["event"] for line in lines] == ["retriggered", "summary"]
+
+
+def _default_sigint():
+    """For the child: Ctrl-C acts as in a terminal, even if this test runs with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_signal_during_start_up_imports_exits_130_without_a_traceback():
+    """SIGINT while the CLI is still importing its modules: exit 130 and no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "bulkretry", "retry", "--dry-run"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - sets one signal disposition
+    )
+    # -X importtime reports each import as it ends: signal once a heavy one is done.
+    heavy = {b"anyio", b"orjson", b"structlog"}
+    for line in proc.stderr:
+        if line.rsplit(b"|", 1)[-1].strip() in heavy:
+            break
+    else:
+        pytest.fail("no heavy import seen")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr and b"KeyboardInterrupt" not in stderr
