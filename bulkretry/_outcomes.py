@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
 SkipReason = Literal[
@@ -25,11 +25,9 @@ class Retriggered:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Failed:
-    """Certainly not re-triggered: refused, or every safe attempt was used up."""
+class _LastAnswer:
+    """What ``failed`` and ``uncertain`` lines both say: the last answer, in the API's words."""
 
-    event: ClassVar[str] = "failed"
-    level: ClassVar[str] = "error"
     run_id: str
     status: int | None
     error: str
@@ -37,15 +35,19 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Uncertain:
+class Failed(_LastAnswer):
+    """Certainly not re-triggered: refused, or every safe attempt was used up."""
+
+    event: ClassVar[str] = "failed"
+    level: ClassVar[str] = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Uncertain(_LastAnswer):
     """Maybe re-triggered: the request was sent but its answer was lost or garbled."""
 
     event: ClassVar[str] = "uncertain"
     level: ClassVar[str] = "warning"
-    run_id: str
-    status: int | None
-    error: str
-    attempts: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,16 +100,18 @@ class Finished:
 Line = Outcome | Finished
 """Everything a job reports before its summary."""
 
+_FIELDS: dict[type[Line], tuple[str, ...]] = {
+    kind: tuple(item.name for item in fields(kind))  # inherited ones too, unlike __slots__
+    for kind in (Retriggered, Failed, Uncertain, Skipped, Planned, Finished)
+}
+
 
 def outcome_fields(outcome: Line) -> dict[str, Any]:
     """The JSON fields of an outcome; a ``skipped`` line leaves out the ones it does not use."""
+    names = _FIELDS[type(outcome)]
     if isinstance(outcome, Skipped):
-        return {
-            name: value
-            for name in outcome.__slots__
-            if (value := getattr(outcome, name)) is not None
-        }
-    return {name: getattr(outcome, name) for name in outcome.__slots__}
+        return {name: value for name in names if (value := getattr(outcome, name)) is not None}
+    return {name: getattr(outcome, name) for name in names}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bulkretry.emulator.faults import LINK_FAULT_NAMES, OVERSIZED
 from bulkretry.emulator.listing import BadQueryError, count, page
-from bulkretry.emulator.model import RecordedRequest
+from bulkretry.emulator.model import Emulated, RecordedRequest
 from bulkretry.emulator.replies import (
     Dropped,
     drop,
@@ -28,8 +28,8 @@ from bulkretry.emulator.replies import (
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
 
-    from bulkretry.emulator.faults import FaultPlan, Faults
-    from bulkretry.emulator.model import Run, Stats
+    from bulkretry.emulator.faults import Faults
+    from bulkretry.emulator.model import Run
 
 
 class Tokens(Protocol):
@@ -39,29 +39,22 @@ class Tokens(Protocol):
         """Whether the token is accepted now."""
 
 
-class Service(Protocol):
-    """What the Flow Service routes use of the emulator (``app.Emulator`` is one)."""
+class Service(Emulated, Protocol):
+    """What the Flow Service routes use of the emulator."""
+
+    api_key: str
+    org_id: str
+    sandbox: str
+    ops: frozenset[str]
+    retrigger_answer: Literal["tutorial", "spec"]
 
     @property
-    def api_key(self) -> str: ...  # noqa: D102 - named like the emulator's attributes
+    def tokens(self) -> Tokens:
+        """Who may call."""
+
     @property
-    def org_id(self) -> str: ...  # noqa: D102
-    @property
-    def sandbox(self) -> str: ...  # noqa: D102
-    @property
-    def tokens(self) -> Tokens: ...  # noqa: D102
-    @property
-    def stats(self) -> Stats: ...  # noqa: D102
-    @property
-    def plan(self) -> FaultPlan: ...  # noqa: D102
-    @property
-    def faults(self) -> Faults: ...  # noqa: D102
-    @property
-    def runs(self) -> dict[str, Run]: ...  # noqa: D102
-    @property
-    def ops(self) -> frozenset[str]: ...  # noqa: D102
-    @property
-    def retrigger_answer(self) -> Literal["tutorial", "spec"]: ...  # noqa: D102
+    def runs(self) -> dict[str, Run]:
+        """Every run, as the API would answer now."""
 
     def lookup(self, run_id: str) -> Run | None:
         """The run, or None when it does not exist."""

@@ -11,13 +11,11 @@ from aiohttp import web
 
 from bulkretry.emulator.faults import OVERSIZED
 from bulkretry.emulator.flowservice import oversized_fault
+from bulkretry.emulator.model import Emulated
 from bulkretry.emulator.replies import drop, json_reply
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from bulkretry.emulator.faults import FaultPlan, Faults
-    from bulkretry.emulator.model import Stats
 
 IMS_PATH: Final = "/ims/token/v3"
 
@@ -61,17 +59,10 @@ def _oauth_error(error: str, description: str, status: int = 400) -> web.Respons
     return json_reply({"error": error, "error_description": description}, status)
 
 
-class Issuer(Protocol):
-    """What the IMS route uses of the emulator (``app.Emulator`` is one)."""
+class Issuer(Emulated, Protocol):
+    """What the IMS route uses of the emulator."""
 
-    @property
-    def tokens(self) -> TokenStore: ...  # noqa: D102 - named like the emulator's attributes
-    @property
-    def stats(self) -> Stats: ...  # noqa: D102
-    @property
-    def plan(self) -> FaultPlan: ...  # noqa: D102
-    @property
-    def faults(self) -> Faults: ...  # noqa: D102
+    tokens: TokenStore
 
 
 async def _misbehave(request: web.Request, emu: Issuer, fault: str) -> web.StreamResponse | None:

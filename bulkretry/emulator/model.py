@@ -7,10 +7,12 @@ import secrets
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from bulkretry.emulator.faults import FaultPlan, Faults
 
 #: How long a finished emulated run took; only shapes the timestamps in its JSON.
 _RUN_DURATION = dt.timedelta(seconds=95)
@@ -173,3 +175,11 @@ class Stats:
         self.token_requests = 0
         self.token_scopes.clear()
         self.token_content_types.clear()
+
+
+class Emulated(Protocol):
+    """What every route uses of the emulator (``app.Emulator`` is one): counters and faults."""
+
+    stats: Stats
+    plan: FaultPlan
+    faults: Faults
