@@ -186,6 +186,7 @@ def bulkretry_env(base_url: str) -> dict[str, str]:
         "AEP_API_KEY": "bench-client",
         "AEP_ACCESS_TOKEN": "bench-token",
         "AEP_FLOW_SERVICE_URL": base_url,
+        "BULKRETRY_HISTORY": "off",  # the history variant names its own file
     }
     return env
 
@@ -306,6 +307,16 @@ def part_floor(ctx: Context) -> None:
                 "--journal",
                 str(ctx.work / f"journal-{r}.jsonl"),
             ],
+            "bulkretry --history": lambda r: [
+                *bulkretry_cmd(),
+                "retry",
+                "--rate",
+                "0",
+                "--concurrency",
+                str(conc),
+                "--history",
+                str(ctx.work / f"history-{r}.sqlite3"),
+            ],
         }
         results: dict[str, list[Ran]] = {name: [] for name in variants}
         for r in range(ctx.rounds):
@@ -347,6 +358,11 @@ def part_floor(ctx: Context) -> None:
         f"raw aiohttp floor ({conc} in flight, {n:,} IDs)",
         f"{floor_rate:,.0f} req/s, {cpu_us('floor'):.0f} us CPU/req",
     )
+    table.add(
+        "floor",
+        f"bulkretry --history --rate 0 --concurrency {conc}",
+        f"{rate('bulkretry --history'):,.0f} req/s, {cpu_us('bulkretry --history'):.0f} us CPU/req",
+    )
     for name in ("bulkretry", "bulkretry --journal"):
         ratios = [
             n / b.wall / (n / f.wall) for f, b in zip(results["floor"], results[name], strict=True)
@@ -365,6 +381,18 @@ def part_floor(ctx: Context) -> None:
             ">= 0.8" if journal else ">= 1.2",
             ratio >= (0.8 if journal else 1.2),
         )
+    ratios = [
+        b.wall / h.wall
+        for b, h in zip(results["bulkretry"], results["bulkretry --history"], strict=True)
+    ]
+    history_ratio = statistics.median(ratios)
+    table.add(
+        "floor",
+        f"bulkretry --history (SQLite) / --history off (median of {ctx.rounds} rounds)",
+        f"{history_ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+        ">= 0.9",
+        history_ratio >= 0.9,
+    )
     table.add("floor", f"xargs -P {conc} curl ({n_curl:,} IDs)", f"{curl_rate:,.0f} req/s")
     table.add(
         "floor",

@@ -21,6 +21,7 @@ if _TYPE_CHECKING:
         BulkRetryError,
         ConnectError,
         ConnectionLostError,
+        HistoryError,
         JournalError,
         JournalLockedError,
         OutputError,
@@ -39,7 +40,13 @@ if _TYPE_CHECKING:
         Summary,
         Uncertain,
     )
-    from ._settings import ApiSettings, ClientCredentials, JobSettings, load_api_settings
+    from ._settings import (
+        ApiSettings,
+        ClientCredentials,
+        HistoryLocation,
+        JobSettings,
+        load_api_settings,
+    )
     from ._text import Secret
 
     __version__: str
@@ -53,6 +60,7 @@ _HOMES = {
         "BulkRetryError",
         "ConnectError",
         "ConnectionLostError",
+        "HistoryError",
         "JournalError",
         "JournalLockedError",
         "OutputError",
@@ -71,7 +79,13 @@ _HOMES = {
         "Summary",
         "Uncertain",
     ),
-    "._settings": ("ApiSettings", "ClientCredentials", "JobSettings", "load_api_settings"),
+    "._settings": (
+        "ApiSettings",
+        "ClientCredentials",
+        "HistoryLocation",
+        "JobSettings",
+        "load_api_settings",
+    ),
     "._text": ("Secret",),
 }
 """Where each public name lives. Imported on first use (PEP 562), so that ``bulkretry``
@@ -112,6 +126,8 @@ __all__ = [
     "Failed",
     "Finished",
     "FollowSettings",
+    "HistoryError",
+    "HistoryLocation",
     "JobSettings",
     "JournalError",
     "JournalLockedError",

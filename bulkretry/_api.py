@@ -24,7 +24,7 @@ from ._admission import Admission
 from ._attempts import Backoff
 from ._discovery import Lister, ListingSettings
 from ._follow import Follower, FollowSettings, poll_policy, refresh_pending
-from ._journal import Journal, read_journal
+from ._ledger import open_ledger
 from ._outcomes import Line, Retriggered, Skipped
 from ._pipeline import Pipeline, Stopper, send_without_loss
 from ._settings import ApiSettings, JobSettings
@@ -86,6 +86,7 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
     on_outcome: Callable[[Line], object] | None = None,
     follow: FollowSettings | None = None,
     backoff: Backoff | None = None,
+    history_key: tuple[str, str] | None = None,
 ) -> AsyncIterator[RetriggerJob]:
     """Re-trigger ``run_ids``; yields a job that gives one outcome per run ID read.
 
@@ -94,18 +95,18 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
     soon as it is known, and ``await job.wait()``; the CLI does this: no stream between.
     With ``follow`` (``--wait``) each new run is polled to its end and a ``Finished``
     follows its ``Retriggered``.
-    Raises ``AuthError`` before any re-trigger when no token can be had, and
-    ``JournalLockedError`` when another process holds the journal.
+    Raises ``AuthError`` before any re-trigger when no token can be had,
+    ``JournalLockedError`` when another process holds the journal, and ``UsageError`` when
+    the history cannot be used. The history is keyed by ``history_key`` (org, sandbox),
+    by default ``api``'s.
     """
     settings = settings or JobSettings()
     backoff = backoff or Backoff()
+    if history_key is None and api is not None:
+        history_key = (api.org_id, api.sandbox)
     async with AsyncExitStack() as stack:
-        journal, previous = None, {}
-        if settings.journal is not None:
-            if not settings.dry_run:
-                journal = stack.enter_context(Journal(settings.journal))
-            previous = read_journal(settings.journal)
-            _log.info("journal %s: %d run IDs recorded earlier", settings.journal, len(previous))
+        stopper = Stopper()
+        ledger = await open_ledger(stack, settings, history_key, stopper.stop)
         client = None
         if not settings.dry_run:
             from ._flowservice import FlowService, make_tokens, open_session  # noqa: PLC0415 - a dry run never loads aiohttp
@@ -119,10 +120,7 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
             await tokens.token()  # fail before the first re-trigger, not during it
             client = FlowService(session, api, tokens)
             stack.callback(client.close)
-        stopper = Stopper()
-        pipeline = Pipeline(
-            settings, client, journal=journal, previous=previous, backoff=backoff, stopper=stopper
-        )
+        pipeline = Pipeline(settings, client, ledger=ledger, backoff=backoff, stopper=stopper)
         done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[Line](_OUT_BUFFER)
         if on_outcome is not None:

@@ -11,9 +11,9 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import HistoryError, UsageError
 from ._settings import HistoryLocation
@@ -22,6 +22,10 @@ from ._text import scrub
 if TYPE_CHECKING:
     import psycopg
 
+T = TypeVar("T")
+
+_TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+_RETRIES = 5
 CONNECT_TIMEOUT = 10
 """Seconds to reach a PostgreSQL server before the job gives up (exit 2)."""
 
@@ -40,6 +44,16 @@ class Db:
         cursor = self._connection.execute(_pg(sql), values)
         return cursor.fetchall() if cursor.description is not None else []
 
+    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self._sqlite:
+            assert isinstance(self._connection, sqlite3.Connection)
+            self._connection.executemany(sql, rows)
+        else:
+            with self._connection.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.executemany(_pg(sql), rows)
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """SQLite: take the write lock at once (BEGIN IMMEDIATE), so two writers never deadlock."""
@@ -57,6 +71,16 @@ class Db:
             raise
         connection.commit()
 
+    def retrying(self, work: Callable[[], T]) -> T:
+        """Run a transaction, again when PostgreSQL chose it as a deadlock's victim."""
+        for _ in range(_RETRIES):
+            try:
+                return work()
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) not in _TRANSIENT:
+                    raise
+        return work()
+
     def close(self) -> None:
         self._connection.close()
 
@@ -72,9 +96,17 @@ def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
     if not write:
         if not path.exists():
             return None  # a dry run creates nothing
-        uri = path.absolute().as_uri() + "?mode=ro"
+        # Read only, and without even the shared-memory file unless a writer is using it:
+        # "immutable" when there is no write-ahead log to read.
+        live = path.with_name(path.name + "-wal").exists()
+        uri = path.absolute().as_uri() + ("?mode=ro" if live else "?immutable=1")
         return Db(sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"history {location}: cannot create its directory {path.parent}: {exc.strerror}"
+        ) from None
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         # WAL: a commit is a write() to the log (it reaches the OS, survives kill -9); the

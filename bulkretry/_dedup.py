@@ -52,3 +52,57 @@ class SeenIds:
         lows.insert(at, low)
         self._count += 1
         return True
+
+
+class Fingerprints:
+    """A map from run ID to a number (a file offset), in about 25 bytes an entry.
+
+    The same fingerprints and shards as ``SeenIds``, with a third sorted column for the
+    value: the journal's resume index keeps, per run ID, where its last record starts.
+    """
+
+    __slots__ = ("_count", "_highs", "_lows", "_values")
+
+    def __init__(self) -> None:
+        self._highs = [array("Q") for _ in range(1 << _SHARD_BITS)]
+        self._lows = [array("Q") for _ in range(1 << _SHARD_BITS)]
+        self._values = [array("q") for _ in range(1 << _SHARD_BITS)]
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, run_id: str, value: int) -> int | None:
+        """Map ``run_id`` to ``value``; returns what it mapped to before (None: new)."""
+        shard, high, low, at = self._find(run_id)
+        values = self._values[shard]
+        if at >= 0:
+            before: int = values[at]
+            values[at] = value
+            return before
+        at = -at - 1
+        self._highs[shard].insert(at, high)
+        self._lows[shard].insert(at, low)
+        values.insert(at, value)
+        self._count += 1
+        return None
+
+    def get(self, run_id: str) -> int | None:
+        """What ``run_id`` maps to, or None."""
+        shard, _, _, at = self._find(run_id)
+        return self._values[shard][at] if at >= 0 else None
+
+    def _find(self, run_id: str) -> tuple[int, int, int, int]:
+        """Shard, fingerprint halves, and the index (or ``-insertion point - 1``)."""
+        digest = blake2b(run_id.encode(), digest_size=16).digest()
+        high = int.from_bytes(digest[:8], "little")
+        low = int.from_bytes(digest[8:], "little")
+        shard = low & _SHARD_MASK
+        highs, lows = self._highs[shard], self._lows[shard]
+        at = bisect_left(highs, high)
+        end = len(highs)
+        while at < end and highs[at] == high:
+            if lows[at] == low:
+                return shard, high, low, at
+            at += 1
+        return shard, high, low, -at - 1

@@ -57,10 +57,12 @@ _SCHEMA: Final = (
     """INSERT INTO bulkretry_schema (key, value) VALUES ('version', :version)
         ON CONFLICT (key) DO NOTHING""",
 )
-_CLAIM: Final = """
+_CLAIM_HEAD: Final = """
 INSERT INTO bulkretry_runs AS r (org, sandbox, run_id, flow_id, state, owner, lease_until,
                                  claimed_at)
-VALUES (:org, :sandbox, :run_id, :flow_id, 'intent', :owner, :lease_until, :now)
+VALUES """
+_CLAIM_ROW: Final = "(:org, :sandbox, :r{n}, :f{n}, 'intent', :owner, :lease_until, :now)"
+_CLAIM_TAIL: Final = """
 ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
     state = 'intent', owner = excluded.owner, lease_until = excluded.lease_until,
     claimed_at = excluded.claimed_at, flow_id = COALESCE(excluded.flow_id, r.flow_id),
@@ -70,7 +72,9 @@ WHERE r.generation < :max_generations AND (
     OR (:again = 1 AND r.state = 'retriggered')
     OR ((:again = 1 OR :retry_uncertain = 1)
         AND (r.state = 'uncertain' OR (r.state = 'intent' AND r.lease_until < :now))))
-RETURNING owner"""
+RETURNING run_id"""
+_CLAIM_BATCH: Final = 500
+"""Claims per statement: one multi-row upsert, well under SQLite's 32,766 parameters."""
 _ROW: Final = (
     "SELECT state, generation, original_run_id, new_run_id, etag, status, error, owner,"
     " lease_until FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"
@@ -161,7 +165,7 @@ class History:
 
         def run() -> T:
             with mapped(self.location):
-                return work(db)
+                return db.retrying(lambda: work(db))
 
         return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 
@@ -171,63 +175,54 @@ class History:
         claims: Sequence[Claim],
         policy: ClaimPolicy,
     ) -> list[Outcome | None]:
-        """Record ``outcomes`` and claim ``claims`` in one transaction (a group commit).
+        """Record ``outcomes``, then claim ``claims``, in one transaction (a group commit).
 
         Returns, per claim, None when it is ours (the request may leave) or the outcome that
-        replaces the request. Raises ``HistoryError`` when the database fails. Rows are
-        touched in run ID order (an outcome before a claim of the same ID), so two jobs'
-        transactions never lock rows in opposite orders and never deadlock.
+        replaces the request. Raises ``HistoryError`` when the database fails. Each statement
+        touches rows in run ID order; a PostgreSQL deadlock between two jobs' transactions
+        is retried whole (``Db.transaction``).
         """
         now = datetime.now(UTC)
         stamp, lease = now_iso(now), now_iso(now + timedelta(seconds=policy.lease_s))
-        order = sorted(
-            [(item.run_id, 0, n) for n, item in enumerate(outcomes)]
-            + [(item.run_id, 1, n) for n, item in enumerate(claims)]
-        )
+        shared = {
+            **self._key,
+            "owner": self.owner,
+            "lease_until": lease,
+            "now": stamp,
+            "max_generations": policy.max_generations,
+            "again": int(policy.again),
+            "retry_uncertain": int(policy.retry_uncertain),
+        }
+        settled = [self._settled(outcome, stamp) for outcome in outcomes]
+        settled.sort(key=lambda values: values["run_id"])
+        children = [values for values in settled if values["state"] == "retriggered"]
+        wanted = sorted(claims, key=lambda claim: claim.run_id)
 
         def work(db: Db) -> list[Outcome | None]:
-            answers: list[Outcome | None] = [None] * len(claims)
             with db.transaction():
-                for _, is_claim, n in order:
-                    if is_claim:
-                        answers[n] = self._claim(db, claims[n], policy, stamp, lease)
-                    else:
-                        self._settle(db, outcomes[n], stamp)
-            return answers
+                db.executemany(_SETTLE, settled)
+                db.executemany(_CHILD, children)
+                granted: set[str] = set()
+                for start in range(0, len(wanted), _CLAIM_BATCH):
+                    granted |= _claim_batch(db, wanted[start : start + _CLAIM_BATCH], shared)
+                return [
+                    None if claim.run_id in granted else self._refusal(db, claim, policy, stamp)
+                    for claim in claims
+                ]
 
         return await self._call(work, [])
 
-    def _settle(self, db: Db, outcome: Retriggered | Failed | Uncertain, stamp: str) -> None:
+    def _settled(self, outcome: Retriggered | Failed | Uncertain, stamp: str) -> dict[str, Any]:
         values: dict[str, Any] = {**self._key, "run_id": outcome.run_id, "now": stamp}
         values["state"] = outcome.event
         if isinstance(outcome, Retriggered):
             values |= {"new_run_id": outcome.new_run_id, "etag": outcome.etag}
-            values |= {"status": outcome.status, "error": None}
-            db.execute(_SETTLE, values)
-            db.execute(_CHILD, values)
-        else:
-            values |= {"new_run_id": None, "etag": None}
-            db.execute(_SETTLE, values | {"status": outcome.status, "error": outcome.error})
+            return values | {"status": outcome.status, "error": None}
+        values |= {"new_run_id": None, "etag": None}
+        return values | {"status": outcome.status, "error": outcome.error}
 
-    def _claim(
-        self, db: Db, claim: Claim, policy: ClaimPolicy, stamp: str, lease: str
-    ) -> Outcome | None:
-        values: dict[str, Any] = {**self._key, "run_id": claim.run_id, "flow_id": claim.flow_id}
-        granted = db.execute(
-            _CLAIM,
-            values
-            | {
-                "owner": self.owner,
-                "lease_until": lease,
-                "now": stamp,
-                "max_generations": policy.max_generations,
-                "again": int(policy.again),
-                "retry_uncertain": int(policy.retry_uncertain),
-            },
-        )
-        if granted:
-            return None
-        row = db.execute(_ROW, values)
+    def _refusal(self, db: Db, claim: Claim, policy: ClaimPolicy, stamp: str) -> Outcome:
+        row = db.execute(_ROW, {**self._key, "run_id": claim.run_id})
         refusal = verdict(claim.run_id, row[0] if row else None, policy, stamp)
         return refusal or Uncertain(
             run_id=claim.run_id, status=None, error="claimed by another job just now", attempts=0
@@ -296,6 +291,15 @@ class History:
             lambda db: [_run_row(r) for r in db.execute(_RUNS, self._key)], []
         )
         return chains_of(rows, now_iso(since) if since else None, frozenset(flow_ids))
+
+
+def _claim_batch(db: Db, claims: Sequence[Claim], shared: dict[str, Any]) -> set[str]:
+    """One multi-row upsert; the run IDs it granted (rows in run ID order: no deadlocks)."""
+    rows = ", ".join(_CLAIM_ROW.format(n=n) for n in range(len(claims)))
+    values = dict(shared)
+    for n, claim in enumerate(claims):
+        values[f"r{n}"], values[f"f{n}"] = claim.run_id, claim.flow_id
+    return {row[0] for row in db.execute(_CLAIM_HEAD + rows + _CLAIM_TAIL, values)}
 
 
 def _run_row(row: Sequence[Any]) -> RunRow:

@@ -157,8 +157,8 @@ class Tally:
             self.ended[outcome.status] += 1
             return
         self.counts[outcome.event] += 1
-        if isinstance(outcome, Skipped) and outcome.reason == "invalid":
-            self.invalid += 1
+        if isinstance(outcome, Skipped) and outcome.reason in {"invalid", "generation-limit"}:
+            self.invalid += 1  # both need a person: the exit status says so
 
     @property
     def total(self) -> int:
@@ -167,7 +167,7 @@ class Tally:
 
     @property
     def clean(self) -> bool:
-        """True when nothing failed, nothing is uncertain and no line was invalid."""
+        """True when nothing failed or is uncertain, and no line was invalid or at the limit."""
         return not (self.counts["failed"] or self.counts["uncertain"] or self.invalid)
 
     @property

@@ -1,7 +1,7 @@
 """The job: input → bounded stream → admission → N workers → outcomes, in one task group.
 
-A producer validates, deduplicates and consults the journal; workers own a run ID from
-its first attempt to its final outcome. Every run ID read produces exactly one outcome,
+A producer validates and deduplicates; workers own a run ID from its claim in the ledger
+(journal, history) to its final outcome. Every run ID read produces exactly one outcome,
 including when the job is stopped part-way.
 """
 
@@ -28,7 +28,7 @@ from ._admission import Admission
 from ._attempts import Attempts, Backoff, Decision, Failure, GaveUp, NotSent, Policy
 from ._dedup import SeenIds
 from ._errors import APIError, AuthError, BulkRetryError, JournalError
-from ._journal import Journal, Record
+from ._ledger import Ledger, Settled
 from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from ._settings import JobSettings
 from ._sources import check_run_id
@@ -44,10 +44,7 @@ Emit = Callable[[Outcome], Awaitable[None]]
 
 FATAL_AFTER: Final = 3
 """Consecutive refusals of the caller (401, gateway 403) after which nothing more is sent."""
-
-_NOT_APPLIED_ON_RESUME: Final = (
-    "journal has an intent with no outcome: the request may have been applied"
-)
+_UNSENT: Final = "claimed, then not sent: the job stopped first"
 
 
 class Stopper:
@@ -91,13 +88,12 @@ class Stopper:
 class Pipeline:
     """One job's state: what has been seen, the gate, and the fail-fast breaker."""
 
-    def __init__(  # noqa: PLR0913 - the job's collaborators, each small
+    def __init__(
         self,
         settings: JobSettings,
         client: FlowService | None,
         *,
-        journal: Journal | None = None,
-        previous: dict[str, Record] | None = None,
+        ledger: Ledger | None = None,
         backoff: Backoff | None = None,
         stopper: Stopper | None = None,
     ) -> None:
@@ -106,8 +102,7 @@ class Pipeline:
         self.settings = settings
         self.stopper = stopper or Stopper()
         self._client = client
-        self._journal = journal
-        self._previous = previous or {}
+        self._ledger = ledger
         self._policy = Policy(
             limit=settings.max_attempts,
             refreshable=client is not None and client.tokens.refreshable,
@@ -134,14 +129,19 @@ class Pipeline:
             max_buffer_size=self.settings.concurrency
         )
         async with anyio.create_task_group() as background:
-            if self._journal is not None:
-                background.start_soon(self._journal.sync_forever)
+            if self._ledger is not None:
+                background.start_soon(self._ledger.serve)
             async with anyio.create_task_group() as workers:
                 for _ in range(0 if self.settings.dry_run else self.settings.concurrency):
                     workers.start_soon(self._worker, work_receive.clone(), emit)
                 work_receive.close()
                 async with work_send, aclosing(_aiter(items)) as source:
                     await self._produce(source, work_send, emit)
+            if self._ledger is not None:
+                try:
+                    await self._ledger.flush()
+                except JournalError as error:
+                    self.stopper.stop(str(error))
             background.cancel_scope.cancel()
 
     async def _produce(
@@ -155,7 +155,7 @@ class Pipeline:
         with self.stopper.interruptible():
             try:
                 async for item in items:
-                    outcome = self._screen(item)
+                    outcome = await self._screen(item)
                     if outcome is None:
                         assert isinstance(item, str)  # screened: a valid, new run ID
                         await send_without_loss(work, item)
@@ -164,7 +164,7 @@ class Pipeline:
             except BulkRetryError as error:  # input that fails mid-stream: finish what was read
                 self.stopper.stop(str(error))
 
-    def _screen(self, item: str | Skipped) -> Outcome | None:  # noqa: PLR0911 - one exit per rule
+    async def _screen(self, item: str | Skipped) -> Outcome | None:
         """The outcome that needs no request, or None when the run ID should be sent."""
         if isinstance(item, Skipped):
             return item
@@ -173,46 +173,38 @@ class Pipeline:
             return checked
         if not self._seen.add(item):
             return Skipped(run_id=item, reason="duplicate")
-        if (record := self._previous.get(item)) is not None:
-            resumed = self._resume(item, record)
-            if resumed is not None:
-                return resumed
         if self.settings.dry_run:
-            return Planned(run_id=item)
+            earlier = await self._ledger.peek(item) if self._ledger is not None else None
+            return earlier or Planned(run_id=item)
         if self.stopper.stopped:
             return Skipped(run_id=item, reason="interrupted")
         return None
-
-    def _resume(self, run_id: str, record: Record) -> Outcome | None:
-        if record.state == "retriggered":
-            return Skipped(
-                run_id=run_id,
-                reason="already-retriggered",
-                new_run_id=record.new_run_id or "",
-                etag=record.etag,
-            )
-        if record.state == "failed" or self.settings.retry_uncertain:
-            return None
-        return Uncertain(
-            run_id=run_id,
-            status=record.status,
-            error=record.error or _NOT_APPLIED_ON_RESUME,
-            attempts=0,
-        )
 
     async def _worker(self, work: MemoryObjectReceiveStream[str], emit: Emit) -> None:
         async with work:
             async for run_id in work:
                 await emit(await self._settle(run_id))
 
-    async def _settle(self, run_id: str) -> Outcome:
-        """Attempt ``run_id`` until it has a final outcome."""
+    async def _settle(self, item: str) -> Outcome:
+        """Attempt ``item`` until it has a final outcome."""
         client = self._client
         assert client is not None
+        run_id, flow_id = str(item), getattr(item, "flow_id", None)
+
+        # The first claim comes before admission: a run the ledger settles costs no slot of
+        # --rate. After a failed attempt (recorded), each new attempt claims again.
+        instead = await self._claim(run_id, flow_id)
+        if instead is not None:
+            return instead
+        claimed = True
 
         async def send() -> Accepted:
-            if self._fatal is not None or not self._record_intent(run_id):
-                raise NotSent  # no durable intent, or a tripped breaker: no request
+            nonlocal claimed, instead
+            if self._fatal is not None:
+                raise NotSent  # a tripped breaker: no request
+            if not claimed and (instead := await self._claim(run_id, flow_id)) is not None:
+                raise NotSent  # no durable intent, or another job has it now
+            claimed = False
             # A resend with the other op spelling waits its turn like any request.
             return await client.retrigger(run_id, admit=self._admission.wait)
 
@@ -226,13 +218,17 @@ class Pipeline:
         try:
             accepted = await attempts.run(send)
         except GaveUp as end:
+            if instead is not None and _settled_elsewhere(instead):
+                return instead  # the ledger's word on a later attempt (another job sent it)
+            if claimed:  # claimed but never sent: the ledgers may hand it out again
+                self._record_outcome(Failed(run_id=run_id, status=None, error=_UNSENT, attempts=0))
             if end.failure is not None:  # stopped between attempts, or a final failure
                 return _failure_outcome(run_id, end.failure)
             if self._fatal is not None:
                 return Failed(
                     run_id=run_id, status=None, error=f"not attempted: {self._fatal}", attempts=0
                 )
-            return Skipped(run_id=run_id, reason="interrupted")
+            return instead or Skipped(run_id=run_id, reason="interrupted")
         self._refusals = 0
         return self._record_outcome(
             Retriggered(
@@ -244,21 +240,26 @@ class Pipeline:
             )
         )
 
-    def _record_intent(self, run_id: str) -> bool:
-        """Intent before send: journal it; False (and the job stops) when it cannot be written."""
-        if self._journal is not None:
-            try:
-                self._journal.intent(run_id)
-            except JournalError as error:
-                self.stopper.stop(str(error))
-                return False
-        return True
+    async def _claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
+        """Intent before send: None when the ledgers hold a durable intent and it may go.
 
-    def _record_outcome(self, outcome: Retriggered | Failed | Uncertain) -> Outcome:
-        """Outcome after: journal it; a journal that fails stops the job, the outcome stands."""
-        if self._journal is not None:
+        Otherwise what replaces the request: the ledger's answer (already re-triggered,
+        uncertain, generation limit), or ``interrupted`` when the intent could not be kept
+        (and the job stops: nothing is sent without a durable intent).
+        """
+        if self._ledger is None:
+            return None
+        try:
+            return await self._ledger.claim(run_id, flow_id)
+        except JournalError as error:
+            self.stopper.stop(str(error))
+            return Skipped(run_id=run_id, reason="interrupted")
+
+    def _record_outcome(self, outcome: Settled) -> Outcome:
+        """Outcome after: a ledger that fails stops the job; the outcome stands."""
+        if self._ledger is not None:
             try:
-                self._journal.outcome(outcome)
+                self._ledger.record(outcome)
             except JournalError as error:  # the outcome is still reported; nothing more is sent
                 self.stopper.stop(str(error))
         return outcome
@@ -290,6 +291,11 @@ class Pipeline:
                 _log.error("%s; no further request will be sent", self._fatal)
         else:
             self._refusals = 0
+
+
+def _settled_elsewhere(outcome: Outcome) -> bool:
+    """A ledger's refusal that says something about the run, not about the ledger failing."""
+    return not (isinstance(outcome, Skipped) and outcome.reason == "interrupted")
 
 
 def _failure_outcome(run_id: str, failure: Failure) -> Failed | Uncertain:

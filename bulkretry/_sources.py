@@ -61,7 +61,25 @@ def _from_json(text: str) -> str | Skipped:
     value = obj.get("run_id", obj.get("id")) if isinstance(obj, dict) else None
     if not isinstance(value, str):
         return _invalid(text, "JSON line without a string run_id or id")
-    return check_run_id(value)
+    checked = check_run_id(value)
+    flow_id = obj.get("flow_id")
+    if isinstance(checked, str) and isinstance(flow_id, str) and flow_id:
+        return FlowRunId(checked, flow_id[:256])
+    return checked
+
+
+class FlowRunId(str):  # noqa: SLOT000 - a str subclass cannot have non-empty __slots__
+    """A run ID from a JSON line that named its flow (``bulkretry failed``): the history keeps it.
+
+    A ``str`` everywhere a run ID goes; only the ledger looks at ``flow_id``.
+    """
+
+    flow_id: str
+
+    def __new__(cls, run_id: str, flow_id: str) -> Self:
+        made = super().__new__(cls, run_id)
+        made.flow_id = flow_id
+        return made
 
 
 def _invalid(text: str, detail: str) -> Skipped:

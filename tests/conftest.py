@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from bulkretry import ApiSettings, Secret
+from bulkretry._journal import JournalIndex, Record
 from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
 
 from .postgres import PostgresServer, postgres_server
@@ -88,8 +89,9 @@ def thread_server(emulator: Emulator) -> Iterator[Server]:
 
 def cli_env(server: Server | None = None, **extra: str) -> dict[str, str]:
     """A clean environment for the CLI: static token against ``server``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AEP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AEP_", "BULKRETRY_"))}
     env |= {"AEP_ORG_ID": ORG, "AEP_API_KEY": API_KEY, "AEP_ACCESS_TOKEN": TOKEN}
+    env["BULKRETRY_HISTORY"] = "off"  # tests about the history name their own
     if server is not None:
         env["AEP_FLOW_SERVICE_URL"] = server.base_url
         env["AEP_IMS_TOKEN_URL"] = server.ims_url
@@ -157,3 +159,20 @@ def spawn_cli(args: Sequence[str], *, env: dict[str, str]) -> Spawned:
 def parse_lines(stdout: bytes) -> list[dict[str, Any]]:
     """Every stdout line must be one JSON object."""
     return [orjson.loads(line) for line in stdout.splitlines()]
+
+
+def read_journal(path) -> dict[str, Record]:
+    """Each run ID's last record as the resume index answers it (run IDs tried again left out)."""
+    index = JournalIndex.load(path)
+    try:
+        ids = []
+        for line in path.read_bytes().splitlines() if path.exists() else []:
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("run_id"), str):
+                ids.append(entry["run_id"])
+        return {run_id: record for run_id in ids if (record := index.get(run_id)) is not None}
+    finally:
+        index.close()

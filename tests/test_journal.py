@@ -6,6 +6,8 @@ import resource
 import signal
 import subprocess
 import sys
+import time
+import tracemalloc
 
 import anyio
 import orjson
@@ -21,10 +23,11 @@ from bulkretry import (
     Uncertain,
 )
 from bulkretry._attempts import Backoff
-from bulkretry._journal import Journal, Record, read_journal
+from bulkretry._dedup import SeenIds
+from bulkretry._journal import Journal, JournalIndex, Record
 from bulkretry.emulator import Faults
 
-from .conftest import cli_env, parse_lines, run_cli
+from .conftest import cli_env, parse_lines, read_journal, run_cli, spawn_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -416,3 +419,100 @@ def test_a_journal_that_cannot_be_written_stops_the_job_and_reports_everything(
     assert 0 < len(sent) < 20
     # every request that left had its intent on disk first
     assert sent <= set(read_journal(journal))
+
+
+# Odd files and big journals (issue 14, items 7, 8 and 10)
+
+
+def test_dry_run_refuses_a_fifo_journal_without_blocking(tmp_path):
+    """--dry-run --journal FIFO: one line, exit 2, at once (opening a FIFO must not wait)."""
+    fifo = tmp_path / "pipe.journal"
+    os.mkfifo(fifo)
+    done = run_cli(["retry", "--dry-run", "--journal", str(fifo)], env=cli_env(), timeout=20)
+    assert done.code == 2 and "not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_resuming_on_a_full_disk_with_a_torn_tail_is_one_line(emulator, thread_server, tmp_path):
+    """The torn tail cannot be closed (disk full): exit 2 with a message, nothing sent."""
+    journal = tmp_path / "torn.journal"
+    journal.write_bytes(b'{"run_id":"t-1","state":"intent"}\n{"run_id":"t-2","sta')
+    limit = journal.stat().st_size
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkretry", "retry", "--journal", str(journal)],
+        input=b"t-3\n",
+        capture_output=True,
+        env=cli_env(thread_server),
+        timeout=60,
+        check=False,
+        preexec_fn=full_disk,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert "cannot write journal" in stderr and "Traceback" not in stderr
+    assert emulator.stats.requests == []
+
+
+def big_journal(path, count):
+    """A journal of ``count`` re-triggered run IDs, written fast."""
+    record = b'{"run_id":"big-%d","state":"intent"}\n'
+    done = b'{"run_id":"big-%d","state":"retriggered","new_run_id":"new-%d","etag":"e"}\n'
+    with path.open("wb") as out:
+        for start in range(0, count, 50_000):
+            out.write(b"".join(record % n + done % (n, n) for n in range(start, start + 50_000)))
+
+
+def peak_memory(work):
+    """Peak bytes allocated while ``work()`` runs, and its result."""
+    tracemalloc.start()
+    try:
+        result = work()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_resume_index_memory_stays_near_the_dedup_sets(tmp_path):
+    """100k run IDs cost fingerprints and offsets: within 3x the job's own dedup set."""
+    path = tmp_path / "big.journal"
+    big_journal(path, 100_000)
+
+    def dedup():
+        seen = SeenIds()
+        for n in range(100_000):
+            seen.add(f"big-{n}")
+        return seen
+
+    dedup_peak, _ = peak_memory(dedup)
+    peak, index = peak_memory(lambda: JournalIndex.load(path))
+    try:
+        assert len(index) == 100_000
+        assert index.get("big-99999") == Record("retriggered", new_run_id="new-99999", etag="e")
+        assert index.get("big-100000") is None
+    finally:
+        index.close()
+    assert peak < 3 * dedup_peak
+
+
+def test_sigterm_while_a_big_journal_loads_stops_at_once(emulator, thread_server, tmp_path):
+    """Loading happens in a thread: SIGTERM ends the start-up promptly, nothing sent."""
+    path = tmp_path / "huge.journal"
+    big_journal(path, 600_000)
+    job = spawn_cli(["retry", "--journal", str(path)], env=cli_env(thread_server))
+    job.stdin.write(b"fresh-1\n")
+    job.stdin.close()
+    time.sleep(0.6)  # interpreter start-up; loading takes seconds
+    started = time.monotonic()
+    job.send_signal(signal.SIGTERM)
+    stdout, stderr = job.stdout.read(), job.stderr.read()
+    job.wait(10)
+    assert time.monotonic() - started < 3
+    assert job.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert emulator.stats.requests == []
+    assert parse_lines(stdout)[-1]["event"] == "summary"

@@ -18,11 +18,10 @@ import orjson
 import pytest
 
 from bulkretry import Failed, Retriggered, Uncertain
-from bulkretry._journal import read_journal
 from bulkretry._text import EXCERPT
 from bulkretry.emulator import Faults
 
-from .conftest import cli_env, run_cli
+from .conftest import cli_env, read_journal, run_cli
 from .test_api import collect
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -19,10 +19,20 @@ from anyio.abc import TaskStatus
 
 from bulkretry import _api as api
 from bulkretry._discovery import ListingSettings, parse_since
+from bulkretry._errors import UsageError
 from bulkretry._follow import Cadence, FollowSettings
+from bulkretry._history import History
 from bulkretry._outcomes import Finished, Line, Summary
 from bulkretry._report import Report
-from bulkretry._settings import ApiSettings, JobSettings, check_url, load_api_settings
+from bulkretry._settings import (
+    DEFAULT_SANDBOX,
+    ApiSettings,
+    HistoryLocation,
+    JobSettings,
+    check_url,
+    history_location,
+    load_api_settings,
+)
 from bulkretry._sources import InputFiles
 
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics
@@ -47,12 +57,16 @@ def retry(args: argparse.Namespace) -> int:
         journal=args.journal,
         retry_uncertain=args.retry_uncertain,
         dry_run=args.dry_run,
+        history=history_location(args.history, os.environ),
+        again=args.again,
+        max_generations=args.max_generations,
     )
     if settings.dry_run:  # needs no credentials, but a flag given wrong is still wrong
         for flag, url in (("--base-url", args.base_url), ("--ims-url", args.ims_url)):
             if url is not None:
                 check_url(url, flag)
     api_settings = None if settings.dry_run else _api_settings(args)
+    key = _history_key(args, api_settings) if settings.history is not None else None
     show_progress = not args.quiet and (
         args.progress if args.progress is not None else sys.stderr.isatty()
     )
@@ -68,17 +82,34 @@ def retry(args: argparse.Namespace) -> int:
             progress = Progress(sys.stderr, args.paths)
             stack.callback(progress.close)
         follow = _follow_settings(args)
-        code, summary = _run(
-            _retry_job(inputs, api_settings, settings, output, progress, follow=follow)
+        job = _retry_job(
+            inputs, api_settings, settings, output, progress, follow=follow, history_key=key
         )
+        code, summary = _run(job)
     if not args.quiet:
         say(_closing_line(summary, args, code))
     return code
 
 
+def _history_key(args: argparse.Namespace, api: ApiSettings | None) -> tuple[str, str]:
+    """The (org, sandbox) the history is kept under; a dry run reads them without credentials."""
+    if api is not None:
+        return api.org_id, api.sandbox
+    org = (args.org or os.environ.get("AEP_ORG_ID") or "").strip()
+    if not org:
+        raise UsageError(
+            "the history is kept per org: set AEP_ORG_ID or pass --org (or --history off)"
+        )
+    sandbox = (args.sandbox or os.environ.get("AEP_SANDBOX_NAME") or "").strip()
+    return org, sandbox or DEFAULT_SANDBOX
+
+
 def _kept_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """Every file the job reads or keeps, which ``--output`` must never be."""
     kept = [("--journal", args.journal)] if args.journal is not None else []
+    history = history_location(args.history, os.environ)
+    if history is not None and history.path is not None:
+        kept.append(("--history", history.path))
     return kept + [("input", STDIN if p == "-" else Path(p)) for p in args.paths or ["-"]]
 
 
@@ -90,6 +121,7 @@ async def _retry_job(  # noqa: PLR0913 - the job's parts, each built by retry()
     progress: Progress | None,
     *,
     follow: FollowSettings | None,
+    history_key: tuple[str, str] | None,
 ) -> tuple[int, Summary]:
     started = time.monotonic()
     report = Report(output.file, followed=follow is not None)
@@ -107,7 +139,12 @@ async def _retry_job(  # noqa: PLR0913 - the job's parts, each built by retry()
         await background.start(signals.listen)  # from the start: the token fetch may be slow
         with signals.startup:
             async with api.retrigger(
-                inputs.items(), api_settings, settings, on_outcome=on_outcome, follow=follow
+                inputs.items(),
+                api_settings,
+                settings,
+                on_outcome=on_outcome,
+                follow=follow,
+                history_key=history_key,
             ) as job:
                 output.start()  # every check passed, the journal is locked: now truncate
                 signals.attach(job)
@@ -224,9 +261,11 @@ def failed(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     api_settings = _api_settings(args)
+    history = history_location(args.history, os.environ)
     output = Output(None)
     try:
-        code, message = _run(_failed_job(api_settings, settings, output.file))
+        job = _failed_job(api_settings, settings, output.file, history, args.include_retriggered)
+        code, message = _run(job)
     finally:
         output.close()
     if not args.quiet:
@@ -235,21 +274,43 @@ def failed(args: argparse.Namespace) -> int:
 
 
 async def _failed_job(
-    api_settings: ApiSettings, settings: ListingSettings, out: BinaryIO
+    api_settings: ApiSettings,
+    settings: ListingSettings,
+    out: BinaryIO,
+    location: HistoryLocation | None,
+    include_retriggered: bool,  # noqa: FBT001 - a flag passed straight through
 ) -> tuple[int, str]:
     """List to ``out``; SIGINT/SIGTERM cancel the listing (read-only: stopping is harmless).
 
     The signals are received by the event loop, not raised wherever Python happens to be:
     a KeyboardInterrupt inside aiohttp's transports spilled dozens of "Fatal error on
-    transport" lines onto stderr.
+    transport" lines onto stderr. With a history, runs it records as re-triggered are left
+    out (unless ``include_retriggered``) and runs bulkretry created show their lineage.
     """
-    count, pages, errors = 0, 0, []
+    count = hidden = pages = 0
+    errors: list[str] = []
     stop = _StopOnSignal()
-    async with anyio.create_task_group() as tasks:
+    async with anyio.create_task_group() as tasks, AsyncExitStack() as stack:
         await tasks.start(stop.listen, tasks.cancel_scope)
+        history = None
+        if location is not None:  # read only: listing never writes the history
+            key = {"org": api_settings.org_id, "sandbox": api_settings.sandbox}
+            history = await History.open(location, write=False, **key)
+            stack.push_async_callback(history.aclose)
         async with api.list_failed(api_settings, settings) as lister:
             async for record in lister.records():
-                out.write(orjson.dumps(record.fields(), option=orjson.OPT_APPEND_NEWLINE))
+                fields = record.fields()
+                if history is not None:
+                    lineage = (await history.lineage([record.run_id])).get(record.run_id)
+                    if lineage is not None and lineage.retriggered and not include_retriggered:
+                        hidden += 1
+                        continue
+                    if lineage is not None and lineage.original_run_id is not None:
+                        fields |= {
+                            "generation": lineage.generation,
+                            "original_run_id": lineage.original_run_id,
+                        }
+                out.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
                 count += 1
         pages, errors = lister.pages, lister.errors
         tasks.cancel_scope.cancel()
@@ -259,6 +320,7 @@ async def _failed_job(
     message = (
         f"{count} retryable run{'s'[: count != 1]} in {flows} flow{'s'[: flows != 1]} "
         f"({pages} page{'s'[: pages != 1]})"
+        + (f"; {hidden} re-triggered before left out (--include-retriggered)" if hidden else "")
     )
     if stop.received:
         return EXIT_STOPPED, f"{stop.received}: stopped; {message} written"

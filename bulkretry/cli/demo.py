@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from bulkretry import _api as api
 from bulkretry._follow import Cadence, FollowSettings
 from bulkretry._outcomes import Finished, Line
 from bulkretry._report import Report
-from bulkretry._settings import ApiSettings, JobSettings
+from bulkretry._settings import ApiSettings, HistoryLocation, JobSettings
 from bulkretry._sources import InputFiles
 from bulkretry._text import Secret
 from bulkretry.emulator import Emulator, Lifecycle, serve
@@ -53,9 +54,13 @@ async def run_demo(out: BinaryIO) -> tuple[int, None]:
             sandbox="prod",
             credentials=Secret(_TOKEN),
         )
-        with InputFiles([str(sample("run-ids.txt"))]) as inputs:
+        with (
+            InputFiles([str(sample("run-ids.txt"))]) as inputs,
+            tempfile.TemporaryDirectory(prefix="bulkretry-demo-") as state,
+        ):
             report = Report(out, followed=True)
             failures: Counter[str] = Counter()
+            history = HistoryLocation(path=Path(state) / "history.sqlite3")  # never the user's
 
             def on_line(line: Line) -> None:
                 report.outcome(line)
@@ -65,7 +70,7 @@ async def run_demo(out: BinaryIO) -> tuple[int, None]:
             async with api.retrigger(
                 inputs.items(),
                 settings,
-                JobSettings(rate=20),
+                JobSettings(rate=20, history=history),
                 on_outcome=on_line,
                 follow=_FOLLOW,
             ) as job:

@@ -105,6 +105,19 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="PATH",
         help="durable record of the job; rerun with the same PATH to resume",
     )
+    _history_flag(job)
+    job.add_argument(
+        "--again",
+        action="store_true",
+        help="re-trigger even run IDs the history says were re-triggered before",
+    )
+    job.add_argument(
+        "--max-generations",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="a chain of re-triggers from one original stops after N (default: 3)",
+    )
     job.add_argument(
         "--retry-uncertain",
         action="store_true",
@@ -191,10 +204,25 @@ def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         dest="exclude_error_codes",
         help="drop runs whose first error code matches PATTERN; repeat for several",
     )
+    _history_flag(failed)
+    failed.add_argument(
+        "--include-retriggered",
+        action="store_true",
+        help="also list runs the history says were re-triggered before",
+    )
     _api_flags(failed)
     _pace_flags(failed)
     _operator_flags(failed, progress=False)
     failed.set_defaults(handler=run_failed)
+
+
+def _history_flag(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--history",
+        metavar="LOCATION",
+        help="recovery history: a SQLite file or a postgresql:// URL, 'off' for none "
+        "(BULKRETRY_HISTORY; default: $XDG_STATE_HOME/bulkretry/history.sqlite3)",
+    )
 
 
 def _api_flags(parser: argparse.ArgumentParser) -> None:
