@@ -17,7 +17,7 @@ import orjson
 from ._attempts import Attempts, Backoff, GaveUp, Policy, parse_retry_after
 from ._body import ANSWER_CAP, read_capped
 from ._errors import APIError, AuthError, ConnectError
-from ._settings import ClientCredentials
+from ._settings import DEFAULT_MAX_ATTEMPTS, ClientCredentials
 from ._text import Secret, scrub
 
 _USUAL_LIFETIME: Final = 86400.0
@@ -83,7 +83,7 @@ class ImsTokens:
         session: aiohttp.ClientSession,
         credentials: ClientCredentials,
         *,
-        attempts: int = 5,
+        attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff: Backoff | None = None,
     ) -> None:
         self._session = session
