@@ -24,8 +24,8 @@ from ._admission import Admission
 from ._attempts import Backoff
 from ._discovery import Lister, ListingSettings
 from ._follow import Follower, FollowSettings, poll_policy, refresh_pending
-from ._ledger import open_ledger
-from ._outcomes import Line, Retriggered, Skipped
+from ._ledger import Ledger, open_ledger
+from ._outcomes import Finished, Line, Retriggered, Skipped
 from ._pipeline import Pipeline, Stopper, send_without_loss
 from ._settings import ApiSettings, JobSettings
 
@@ -146,7 +146,7 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
                     await pipeline.run(run_ids, emit)
                 else:
                     async with anyio.create_task_group() as following:
-                        following.start_soon(follower.run, emit)
+                        following.start_soon(follower.run, _then_record(emit, ledger))
                         await pipeline.run(run_ids, _then_follow(emit, follower))
                         follower.close()
             done.set()
@@ -156,6 +156,19 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
             yield RetriggerJob(None if on_outcome else receive, stopper, client, done)
             if not done.is_set() and on_outcome is None:
                 tasks.cancel_scope.cancel()  # the caller stopped iterating early
+
+
+def _then_record(
+    emit: Callable[[Line], Awaitable[None]], ledger: Ledger | None
+) -> Callable[[Finished], Awaitable[None]]:
+    """Write each ``finished`` line, then keep the new run's end in the history."""
+
+    async def emit_and_record(line: Finished) -> None:
+        await emit(line)
+        if ledger is not None:
+            await ledger.finished(line)
+
+    return emit_and_record
 
 
 def _then_follow(

@@ -25,7 +25,7 @@ from ._errors import HistoryError, JournalError, UsageError
 from ._history import History
 from ._journal import Journal, JournalIndex
 from ._lineage import Claim, ClaimPolicy
-from ._outcomes import Failed, Outcome, Retriggered, Skipped, Uncertain
+from ._outcomes import Failed, Finished, Outcome, Retriggered, Skipped, Uncertain
 from ._settings import JobSettings
 
 _log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class Ledger(Protocol):
 
     async def flush(self) -> None:
         """Make every recorded outcome durable (at the end of the job)."""
+
+    async def finished(self, line: Finished) -> None:
+        """``--wait``: how a new run ended (a ``timed-out`` one is still pending)."""
 
 
 class JournalLedger:
@@ -118,6 +121,9 @@ class JournalLedger:
 
     async def flush(self) -> None:
         """Nothing to do: every record reached the OS when it was written."""
+
+    async def finished(self, line: Finished) -> None:
+        """The journal keeps re-triggers only; how new runs end is the history's."""
 
 
 @dataclass(slots=True)
@@ -189,6 +195,18 @@ class HistoryLedger:
             while self._outcomes or self._claims:
                 await self._commit()
 
+    async def finished(self, line: Finished) -> None:
+        """Record the new run's end (its lineage may still be in the queue: order is free)."""
+        if line.status == "timed-out" or self._failure is not None:
+            return  # still pending: ``status --refresh`` asks again later
+        try:
+            await self._history.record_finished(
+                line.new_run_id, status=line.status, records=line.records, error=line.error
+            )
+        except HistoryError as error:
+            self._failure = error
+            self._on_failure(str(error))
+
     async def _commit(self) -> None:
         async with self._busy:
             waiters, self._claims = self._claims, []
@@ -258,6 +276,10 @@ class Ledgers:
     async def flush(self) -> None:
         for ledger in self._ledgers:
             await ledger.flush()
+
+    async def finished(self, line: Finished) -> None:
+        for ledger in self._ledgers:
+            await ledger.finished(line)
 
 
 LEASE_MARGIN = 60.0

@@ -1,12 +1,14 @@
 """`bulkretry status`: the morning check, read from a real SQLite history."""
 
+import time
+
 import anyio
 
 from bulkretry import Retriggered
 from bulkretry._history import History
 from bulkretry._lineage import Claim, ClaimPolicy
 from bulkretry._settings import HistoryLocation
-from bulkretry.emulator import Run
+from bulkretry.emulator import Lifecycle, Run
 
 from .conftest import ORG, cli_env, run_cli
 
@@ -141,3 +143,43 @@ def test_refresh_asks_about_pending_runs_only_and_records_their_end(
     again = run_cli(["status", "--refresh", "--rate", "0"], env=env(tmp_path, thread_server))
     assert "0 runs found ended" in again.stderr
     assert sorted(r.run_id for r in emulator.stats.requests) == [*polled[:3], "wait-2", polled[3]]
+
+
+def test_the_nightly_wait_is_what_status_reads_the_next_morning(tmp_path, emulator, thread_server):
+    """`retry --wait` records each new run's end; `status --summary` counts the same next day."""
+    emulator.lifecycle = Lifecycle(seconds=0.05)
+    for run_id in ("n-1", "n-2", "n-3"):
+        emulator.add_run(Run(id=run_id, flow_id="flow-n", errors=TRANSIENT))
+    emulator.add_run(Run(id="n-bad", flow_id="flow-n", errors=TRANSIENT, poison=True))
+    night = run_cli(
+        ["retry", "--wait", "--poll-interval", "0.05", "--rate", "0"],
+        env=env(tmp_path, thread_server),
+        stdin=b"n-1\nn-2\nn-3\nn-bad\n",
+    )
+    assert night.code == 1, night.stderr
+    assert (night.summary["recovered"], night.summary["failed_again"]) == (3, 1)
+    morning = run_cli(["status", "--summary"], env=env(tmp_path))
+    counts = {line["error_code"]: line for line in morning.lines}
+    assert set(counts) == {None, "CONNECTOR-1001-500"}
+    assert (counts[None]["retriggered"], counts[None]["recovered"]) == (3, 3)
+    assert counts["CONNECTOR-1001-500"]["failed_again"] == 1
+    assert sum(line["pending"] for line in morning.lines) == 0
+
+
+def test_runs_that_timed_out_while_waiting_are_picked_up_by_refresh(
+    tmp_path, emulator, thread_server
+):
+    """A timed-out run stays pending in the history; `status --refresh` later records its end."""
+    emulator.lifecycle = Lifecycle(seconds=0.5)
+    emulator.add_run(Run(id="late", flow_id="flow-l", errors=TRANSIENT))
+    night = run_cli(
+        ["retry", "--wait", "--wait-timeout", "0.1", "--poll-interval", "0.05", "--rate", "0"],
+        env=env(tmp_path, thread_server),
+        stdin=b"late\n",
+    )
+    assert [line["status"] for line in night.events("finished")] == ["timed-out"]
+    (before,) = run_cli(["status"], env=env(tmp_path)).lines
+    assert before["latest_status"] == "pending"
+    time.sleep(0.5)  # the emulated run ends meanwhile
+    (after,) = run_cli(["status", "--refresh"], env=env(tmp_path, thread_server)).lines
+    assert (after["latest_status"], after["latest_run_id"]) == ("success", before["latest_run_id"])
