@@ -38,6 +38,9 @@ _NOT_APPLIED_ON_RESUME = "journal has an intent with no outcome: the request may
 class Ledger(Protocol):
     """Where intents and outcomes go; raises ``JournalError`` when it cannot keep them."""
 
+    ahead: bool
+    """Claims cost a commit: the pipeline claims ahead of its workers, so they come in groups."""
+
     async def claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
         """Make the intent durable before a request; None: send, else the outcome instead."""
 
@@ -62,6 +65,8 @@ class Ledger(Protocol):
 
 class JournalLedger:
     """The journal: resume rules from the index read at start, records appended at once."""
+
+    ahead = False
 
     def __init__(
         self, journal: Journal | None, index: JournalIndex, *, retry_uncertain: bool
@@ -140,6 +145,8 @@ class HistoryLedger:
     A worker's claim waits for the commit that carries it (the intent is in the database
     before the request leaves); an outcome does not wait, it rides with the next commit.
     """
+
+    ahead = True
 
     def __init__(
         self,
@@ -236,6 +243,7 @@ class Ledgers:
 
     def __init__(self, ledgers: Sequence[Ledger]) -> None:
         self._ledgers = tuple(ledgers)
+        self.ahead = any(ledger.ahead for ledger in self._ledgers)
 
     async def claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
         granted: list[Ledger] = []
@@ -315,7 +323,10 @@ async def open_ledger(
             max_generations=settings.max_generations,
             again=settings.again,
             retry_uncertain=settings.retry_uncertain,
-            lease_s=settings.timeout + LEASE_MARGIN,
+            # Covers the request, and the wait for --rate of a run claimed ahead.
+            lease_s=settings.timeout
+            + LEASE_MARGIN
+            + (2 * settings.concurrency / settings.rate if settings.rate else 0),
         )
         ledgers.append(HistoryLedger(history, policy, on_failure=on_failure))
     if not ledgers:

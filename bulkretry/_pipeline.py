@@ -103,6 +103,7 @@ class Pipeline:
         self.stopper = stopper or Stopper()
         self._client = client
         self._ledger = ledger
+        self._claimed_ahead: set[str] = set()
         self._policy = Policy(
             limit=settings.max_attempts,
             refreshable=client is not None and client.tokens.refreshable,
@@ -125,14 +126,27 @@ class Pipeline:
         emit: Emit,
     ) -> None:
         """Feed every item through; ``emit`` gets one outcome per run ID read."""
-        work_send, work_receive = anyio.create_memory_object_stream[str](
-            max_buffer_size=self.settings.concurrency
-        )
+        concurrency = self.settings.concurrency
+        work_send, work_receive = anyio.create_memory_object_stream[str](concurrency)
         async with anyio.create_task_group() as background:
             if self._ledger is not None:
                 background.start_soon(self._ledger.serve)
             async with anyio.create_task_group() as workers:
-                for _ in range(0 if self.settings.dry_run else self.settings.concurrency):
+                sending = 0 if self.settings.dry_run else concurrency
+                if sending and self._ledger is not None and self._ledger.ahead:
+                    # Claims that cost a commit are made ahead, by as many claimers: the
+                    # workers find their next run claimed, and claims go in groups.
+                    claimed_send, claimed_receive = anyio.create_memory_object_stream[str](
+                        concurrency
+                    )
+                    async with claimed_send:
+                        for _ in range(concurrency):
+                            workers.start_soon(
+                                self._claimer, work_receive.clone(), claimed_send.clone(), emit
+                            )
+                    work_receive.close()
+                    work_receive = claimed_receive
+                for _ in range(sending):
                     workers.start_soon(self._worker, work_receive.clone(), emit)
                 work_receive.close()
                 async with work_send, aclosing(_aiter(items)) as source:
@@ -185,6 +199,26 @@ class Pipeline:
             async for run_id in work:
                 await emit(await self._settle(run_id))
 
+    async def _claimer(
+        self,
+        work: MemoryObjectReceiveStream[str],
+        claimed: MemoryObjectSendStream[str],
+        emit: Emit,
+    ) -> None:
+        """Claim runs ahead of the workers; what the ledger settles goes straight out."""
+        async with work, claimed:
+            async for item in work:
+                run_id = str(item)
+                if self.stopper.stopped or self._fatal is not None:
+                    await send_without_loss(claimed, item)  # the worker says why it is not sent
+                    continue
+                instead = await self._claim(run_id, getattr(item, "flow_id", None))
+                if instead is None:
+                    self._claimed_ahead.add(run_id)
+                    await send_without_loss(claimed, item)
+                else:
+                    await emit(instead)
+
     async def _settle(self, item: str) -> Outcome:
         """Attempt ``item`` until it has a final outcome."""
         client = self._client
@@ -193,7 +227,7 @@ class Pipeline:
 
         # The first claim comes before admission: a run the ledger settles costs no slot of
         # --rate. After a failed attempt (recorded), each new attempt claims again.
-        instead = await self._claim(run_id, flow_id)
+        instead = await self._first_claim(run_id, flow_id)
         if instead is not None:
             return instead
         claimed = True
@@ -239,6 +273,13 @@ class Pipeline:
                 status=accepted.status,
             )
         )
+
+    async def _first_claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
+        """The claim before the first attempt: made already by a claimer, or made now."""
+        if run_id in self._claimed_ahead:
+            self._claimed_ahead.discard(run_id)
+            return None
+        return await self._claim(run_id, flow_id)
 
     async def _claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
         """Intent before send: None when the ledgers hold a durable intent and it may go.
