@@ -18,6 +18,13 @@ Credentials stay out of the DAG and its rendered templates: set AEP_ORG_ID, AEP_
 AEP_CLIENT_SECRET_FILE (a file mounted on the workers, e.g. from a Kubernetes Secret) and
 AEP_SANDBOX_NAME in the workers' environment; the task inherits it (``append_env=True``).
 STATE_DIR must be on storage that every worker which may run a retry can reach.
+
+The recovery history (every re-trigger, across nights, so a run is never re-triggered twice
+and a run that fails every time stops after three tries) should live in PostgreSQL when
+tasks run on several workers: set BULKRETRY_HISTORY=postgresql://... in the workers'
+environment from your secrets backend or a mounted Secret (never in the DAG), with
+``pip install 'bulkretry[postgres]'``. Without it, the history is a SQLite file in
+STATE_DIR: fine on a local disk, unsafe on a network filesystem.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ FINAL_EXIT_CODES = {
 NIGHTLY_JOB = f"""
 set -euo pipefail   # pipefail: a failed listing fails the task even if retry exits 0
 mkdir -p "$STATE_DIR"
+export BULKRETRY_HISTORY="${BULKRETRY_HISTORY:-$STATE_DIR/history.sqlite3}"
 bulkretry failed {" ".join(f"--flow-id {shlex.quote(flow)}" for flow in FLOW_IDS)} \\
     --since "$SINCE" \\
   | bulkretry retry --journal "$STATE_DIR/nightly-$NIGHT.journal" \\

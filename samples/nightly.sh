@@ -5,8 +5,11 @@
 #   bulkretry failed --flow-id F1 --flow-id F2 --since 24h \
 #     | bulkretry retry --journal /var/lib/bulkretry/nightly-$(date +%F).journal > results.jsonl
 #
-# Run it again the same night (after a crash, a reboot, `systemctl stop`, exit 130) and it
-# resumes: runs already re-triggered are skipped, runs that may have been applied are not
+# The history ($BULKRETRY_STATE_DIR/history.sqlite3 unless BULKRETRY_HISTORY names another
+# file or a postgresql:// URL) remembers every re-trigger across nights: a run re-triggered
+# last night is not listed again, and a run that fails every time stops after three
+# re-triggers (exit 1: a person looks). Run it again the same night (after a crash, a
+# reboot, `systemctl stop`, exit 130) and it resumes: runs already re-triggered are skipped, runs that may have been applied are not
 # resent, the rest are sent. Extra arguments go to `bulkretry retry`:
 #
 #   nightly.sh --rate 5 --concurrency 4
@@ -19,6 +22,8 @@
 #   BULKRETRY_NIGHT       which night's journal to use; default today, $(date +%F). Set it to
 #                         resume a night after midnight: BULKRETRY_NIGHT=2026-11-22 nightly.sh
 #   BULKRETRY_SINCE       override the listing window (ISO time or 90m/24h/7d)
+#   BULKRETRY_HISTORY     the recovery history; default $state_dir/history.sqlite3. A
+#                         postgresql:// URL when several hosts or pods run this job
 #
 # Exit status is bulkretry's:
 #   0    every listed run re-triggered (or already re-triggered earlier tonight)
@@ -44,6 +49,7 @@ night=${BULKRETRY_NIGHT:-$(date +%F)}   # computed once: journal and results alw
 journal="$state_dir/nightly-$night.journal"
 results="$state_dir/nightly-$night.results.jsonl"
 mkdir -p -- "$state_dir"
+export BULKRETRY_HISTORY=${BULKRETRY_HISTORY:-$state_dir/history.sqlite3}
 
 # The listing window is pinned on the night's first attempt, so a rerun at 09:00 lists the
 # same runs as the 03:15 attempt (plus any that failed since) rather than a shifted window

@@ -289,3 +289,12 @@ def test_library_example_runs_as_the_readme_shows():
     assert "run-2: skipped (duplicate)" in lines
     assert "bad id: skipped (invalid)" in lines
     assert lines[-1].startswith("failed: run-9 in flow-1 at ")
+
+
+def test_kubernetes_history_url_comes_from_an_optional_secret():
+    """A PostgreSQL history URL is read from a Secret key, never written in the manifest."""
+    cron = {doc["kind"]: doc for doc in load_yaml_documents()}["CronJob"]
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    [history] = [item for item in container["env"] if item["name"] == "BULKRETRY_HISTORY"]
+    ref = history["valueFrom"]["secretKeyRef"]
+    assert ref["optional"] is True and ref["key"] and "value" not in history
