@@ -64,7 +64,7 @@ FINAL_EXIT_CODES = {
 NIGHTLY_JOB = f"""
 set -euo pipefail   # pipefail: a failed listing fails the task even if retry exits 0
 mkdir -p "$STATE_DIR"
-export BULKRETRY_HISTORY="${BULKRETRY_HISTORY:-$STATE_DIR/history.sqlite3}"
+export BULKRETRY_HISTORY="${{BULKRETRY_HISTORY:-$STATE_DIR/history.sqlite3}}"
 bulkretry failed {" ".join(f"--flow-id {shlex.quote(flow)}" for flow in FLOW_IDS)} \\
     --since "$SINCE" \\
   | bulkretry retry --journal "$STATE_DIR/nightly-$NIGHT.journal" \\
