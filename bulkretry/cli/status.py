@@ -19,14 +19,13 @@ from bulkretry._lineage import Chain, Count, tally
 from bulkretry._settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_GENERATIONS,
-    DEFAULT_SANDBOX,
     ApiSettings,
     HistoryLocation,
     JobSettings,
     history_location,
 )
 
-from .commands import _api_settings, _interrupt, _run
+from .commands import _api_settings, _history_key, _interrupt, _run
 from .console import EXIT_OK, say, setup_diagnostics
 from .output import Output
 
@@ -60,7 +59,7 @@ exit status: 0 the history was read, 2 usage error (no org, unusable history).""
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``bulkretry status`` and its flags (the shared ones come from ``parser``)."""
-    from .parser import _api_flags, _operator_flags, _pace_flags, _positive_int  # noqa: PLC0415 - parser imports this module
+    from .parser import _api_flags, _history_flag, _operator_flags, _pace_flags, _positive_int  # noqa: PLC0415 - parser imports this module
 
     status = subparsers.add_parser(
         "status",
@@ -99,11 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="json",
         help="JSON lines (default) or a table for a person",
     )
-    status.add_argument(
-        "--history",
-        metavar="LOCATION",
-        help="SQLite file or postgresql:// URL (BULKRETRY_HISTORY; default: the XDG state file)",
-    )
+    _history_flag(status)
     status.add_argument(
         "--max-generations",
         type=_positive_int,
@@ -183,17 +178,6 @@ async def _status_job(  # noqa: PLR0913 - what to read, and how to refresh it fi
             ended = await api.refresh(api_settings, history, job)
             say(f"refreshed: {ended} run{'s'[: ended != 1]} found ended since last seen")
         return await history.chains(since=since, flow_ids=tuple(flow_ids))
-
-
-def _history_key(args: argparse.Namespace, api_settings: ApiSettings | None) -> tuple[str, str]:
-    """The (org, sandbox) the history is kept under; reading it needs no credentials."""
-    if api_settings is not None:
-        return api_settings.org_id, api_settings.sandbox
-    org = (args.org or os.environ.get("AEP_ORG_ID") or "").strip()
-    if not org:
-        raise UsageError("the history is kept per org: set AEP_ORG_ID or pass --org")
-    sandbox = (args.sandbox or os.environ.get("AEP_SANDBOX_NAME") or "").strip()
-    return org, sandbox or DEFAULT_SANDBOX
 
 
 def _fields(record: Chain | Count, names: Sequence[str]) -> dict[str, Any]:
