@@ -2,12 +2,13 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
 from bulkretry.emulator import Faults
 
-from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines
+from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines, run_cli
 
 BODY = 100 * 2**20
 """What the emulator sends (or inflates to): far beyond any cap, small enough for CI."""
@@ -76,3 +77,27 @@ def test_an_oversized_token_answer_is_asked_again(emulator, thread_server):
     assert [line["event"] for line in lines] == ["retriggered", "summary"]
     assert emulator.stats.token_requests == 2
     assert peak < PEAK_KIB, f"peak memory {peak} KiB"
+
+
+def test_the_timeout_bounds_the_whole_answer_not_each_read(emulator, thread_server):
+    """An answer trickling one byte every 50 ms for ever: `--timeout 1` ends it, `uncertain`."""
+    emulator.faults = Faults(script={"slow-1": ["trickle_after"]})
+    args = ["retry", "--rate", "0", "--timeout", "1", "--quiet"]
+    started = time.monotonic()
+    result = run_cli(args, env=cli_env(thread_server), stdin=b"slow-1\n")
+    assert time.monotonic() - started < 10
+    assert result.code == 1, result.stderr
+    [line] = result.events("uncertain")
+    assert line["run_id"] == "slow-1"
+    assert emulator.stats.retriggers["slow-1"] == 1
+
+
+def test_a_trickling_listing_page_ends_at_the_timeout(emulator, thread_server):
+    """`bulkretry failed` meeting a page that never finishes: exit 1 after --timeout, no hang."""
+    emulator.faults = Faults(list_script=["trickle_after"])
+    args = ["failed", "--flow-id", "flow-t", "--rate", "0", "--timeout", "1", "--max-attempts", "1"]
+    started = time.monotonic()
+    result = run_cli(args, env=cli_env(thread_server))
+    assert time.monotonic() - started < 10
+    assert result.code == 1, result.stderr
+    assert "Traceback" not in result.stderr

@@ -16,7 +16,9 @@ BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before"})
 #: Faults answered after the re-trigger is applied: the client cannot know it worked.
 #: Hostile answers, after applying: a body of ``body_size`` bytes, one without end, and a gzip
 #: bomb inflating to ``body_size`` bytes. Scripted only.
-OVERSIZED: Final = frozenset({"huge_after", "endless_after", "bomb_after"})
+#: ``trickle_after`` sends one byte every 50 ms, for ever: only a timeout on the whole
+#: answer ends it.
+OVERSIZED: Final = frozenset({"huge_after", "endless_after", "bomb_after", "trickle_after"})
 #: ``echo_after`` answers 200 in HTML quoting the request's Authorization header back.
 AFTER: Final = (
     frozenset({"error_after", "drop_after", "garbled_after", "timeout_after", "echo_after"})

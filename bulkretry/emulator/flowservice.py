@@ -75,6 +75,7 @@ DEFAULT_SANDBOX: Final = "prod"
 _WITH_PAYLOAD: Final = frozenset({"POST", "PUT", "PATCH"})
 #: Longer than any client timeout; the handler is woken when the server stops.
 _HANG_SECONDS: Final = 3600.0
+_TRICKLE_PAUSE: Final = 0.05
 _WILD_DATES: Final = (1e20, 1e300, -1e20)
 EMULATOR: Final = web.AppKey["Service"]("emulator")
 _INTERNAL: Final = (
@@ -166,9 +167,10 @@ def _not_found(run_id: str) -> web.Response:
 
 
 async def oversized_fault(request: web.Request, faults: Faults, fault: str) -> web.StreamResponse:
-    """A huge, endless or compressed-bomb answer, as ``fault`` names."""
-    size = None if fault == "endless_after" else faults.body_size
-    return await oversized(request, size, bomb=fault == "bomb_after")
+    """A huge, endless, compressed-bomb or trickling answer, as ``fault`` names."""
+    size = None if fault in {"endless_after", "trickle_after"} else faults.body_size
+    pause = _TRICKLE_PAUSE if fault == "trickle_after" else 0.0
+    return await oversized(request, size, bomb=fault == "bomb_after", pause=pause)
 
 
 async def _after_fault(request: web.Request, emu: Service, fault: str) -> web.StreamResponse:

@@ -7,6 +7,7 @@ Platform refusals are RFC 7807 with ``detail``. Codes follow Adobe's published c
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 import zlib
 from typing import Any, Final
@@ -102,12 +103,13 @@ def drop(request: web.BaseRequest) -> Dropped:
 
 
 async def oversized(
-    request: web.BaseRequest, size: int | None, *, bomb: bool = False
+    request: web.BaseRequest, size: int | None, *, bomb: bool = False, pause: float = 0.0
 ) -> web.StreamResponse:
     """A 200 that never seems to end: ``size`` bytes (``None``: until the client leaves).
 
     ``bomb`` sends it gzip-compressed, made on the fly: a few kilobytes on the wire for
     every megabyte the client inflates. Blank JSON whitespace, so only its size is wrong.
+    ``pause`` trickles it instead, one byte per ``pause`` seconds: never too big, never done.
     """
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     packer = zlib.compressobj(9, zlib.DEFLATED, 31) if bomb else None  # 31: gzip framing
@@ -122,6 +124,9 @@ async def oversized(
     try:
         while size is None or sent < size:
             piece = _PIECE if size is None else _PIECE[: size - sent]
+            if pause:
+                piece = piece[:1]
+                await asyncio.sleep(pause)
             sent += len(piece)
             await response.write(piece if packer is None else packer.compress(piece))
         if packer is not None:
