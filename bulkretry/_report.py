@@ -155,6 +155,11 @@ class _Lines:
         self._gate.acquire(timeout=wait)
 
 
+def write_lines(out: BinaryIO, block: bytes) -> None:
+    """Write whole lines to ``out`` now, or raise ``OutputError`` having written whole lines."""
+    _Lines(out).write(block)
+
+
 def _is_regular(out: BinaryIO) -> bool:
     try:
         return stat.S_ISREG(os.fstat(out.fileno()).st_mode)

@@ -1,6 +1,7 @@
 """One clear line, never a traceback: absurd values, wild dates, signals, a closed stderr."""
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -118,3 +119,33 @@ def test_a_signal_during_start_up_imports_exits_130_without_a_traceback():
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr and b"KeyboardInterrupt" not in stderr
+
+
+def _limit_file_size():
+    """For the child: files it writes stop growing at 10 kB (short writes, then EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
+
+
+def test_a_full_disk_under_a_listing_leaves_whole_lines_and_one_message(
+    emulator, thread_server, tmp_path
+):
+    """`bulkretry failed > file` on a full disk: exit 1, one line, the file holds whole lines."""
+    for n in range(300):
+        emulator.add_run(Run(id=f"full-{n:04d}", flow_id="flow-f"))
+    output = tmp_path / "listing.jsonl"
+    with output.open("wb") as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "bulkretry", "failed", "--flow-id", "flow-f", "--rate", "0"],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            env=cli_env(thread_server, PYTHONDONTWRITEBYTECODE="1"),
+            timeout=60,
+            check=False,
+            preexec_fn=_limit_file_size,
+        )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert "cannot write the JSON lines" in stderr and "Traceback" not in stderr
+    written = output.read_bytes()
+    assert written.endswith(b"\n") and len(written) <= 10_000
+    assert 0 < len(parse_lines(written)) < 300

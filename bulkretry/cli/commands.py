@@ -23,7 +23,7 @@ from bulkretry._errors import UsageError
 from bulkretry._follow import Cadence, FollowSettings
 from bulkretry._history import History
 from bulkretry._outcomes import Finished, Line, Summary
-from bulkretry._report import Report
+from bulkretry._report import Report, write_lines
 from bulkretry._settings import (
     DEFAULT_SANDBOX,
     ApiSettings,
@@ -310,7 +310,7 @@ async def _failed_job(
                             "generation": lineage.generation,
                             "original_run_id": lineage.original_run_id,
                         }
-                out.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+                write_lines(out, orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
                 count += 1
         pages, errors = lister.pages, lister.errors
         tasks.cancel_scope.cancel()
