@@ -230,3 +230,19 @@ def test_mask_url_hides_passwords_in_both_places():
     masked = mask_url("postgresql://me:s3cret@db:5432/x?sslmode=require&password=other")
     assert "s3cret" not in masked and "other" not in masked
     assert masked.startswith("postgresql://me:***@db:5432/x")
+
+
+async def test_an_end_recorded_before_the_lineage_keeps_both(location):
+    """record_finished may land before the re-trigger's outcome: lineage and end both stay."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        await history.commit([], claims("early", flow_id="f9"), POLICY)
+        await history.record_finished("early-2", status="success", records=3)
+        done = Retriggered(run_id="early", new_run_id="early-2", etag=None, attempts=1, status=200)
+        await history.commit([done], [], POLICY)
+        [chain] = await history.chains(since=None, flow_ids=())
+        assert (chain.latest_run_id, chain.latest_status, chain.generation) == (
+            "early-2",
+            "success",
+            1,
+        )
+        assert chain.flow_id == "f9" and await history.pending() == []
