@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -314,27 +313,37 @@ def _connect(location: HistoryLocation, *, write: bool) -> Db | None:
         if db is None:
             return None
         try:
-            _check_schema(db, location, write=write)
+            present = _check_schema(db, location, write=write)
         except BaseException:
             db.close()
             raise
+        if not present:  # read only, and nothing written yet: an empty history
+            db.close()
+            return None
         return db
 
 
-def _check_schema(db: Db, location: HistoryLocation, *, write: bool) -> None:
+def _check_schema(db: Db, location: HistoryLocation, *, write: bool) -> bool:
+    """Create the schema (``write``) and refuse a newer one; False when there is none."""
     if write:
         with db.transaction():
             if location.url is not None:  # concurrent CREATE TABLE IF NOT EXISTS can race
                 db.execute("SELECT pg_advisory_xact_lock(7165390)", {})
             for statement in _SCHEMA:
                 db.execute(statement, {"version": str(SCHEMA_VERSION)})
-    try:
-        rows = db.execute("SELECT value FROM bulkretry_schema WHERE key = 'version'", {})
-    except sqlite3.OperationalError:  # a dry run on a file that never got the schema
-        rows = []
+    else:
+        exists = (
+            "SELECT to_regclass('bulkretry_schema') IS NOT NULL"
+            if location.url is not None
+            else "SELECT count(*) FROM sqlite_master WHERE name = 'bulkretry_schema'"
+        )
+        if not db.execute(exists, {})[0][0]:
+            return False
+    rows = db.execute("SELECT value FROM bulkretry_schema WHERE key = 'version'", {})
     version = int(rows[0][0]) if rows else SCHEMA_VERSION
     if version > SCHEMA_VERSION:
         raise UsageError(
             f"history {location} has schema version {version}, newer than this bulkretry "
             f"knows ({SCHEMA_VERSION}): upgrade bulkretry, or pass another --history"
         )
+    return True

@@ -279,6 +279,8 @@ class Pipeline:
         if run_id in self._claimed_ahead:
             self._claimed_ahead.discard(run_id)
             return None
+        if self.stopper.stopped:  # read before the stop, never claimed: nothing to undo
+            return Skipped(run_id=run_id, reason="interrupted")
         return await self._claim(run_id, flow_id)
 
     async def _claim(self, run_id: str, flow_id: str | None) -> Outcome | None:

@@ -329,3 +329,14 @@ def test_a_postgres_history_never_shows_its_password(thread_server, pg_url):
     assert password not in done.stderr and password not in done.stdout.decode()
     again = run_cli(["retry"], env=env, stdin=b"pg-1\n")
     assert again.events("skipped")[0]["reason"] == "already-retriggered"
+
+
+def test_reading_a_history_nobody_wrote_yet_is_an_empty_one(emulator, thread_server, pg_url):
+    """Listing and --dry-run on a fresh PostgreSQL database: no schema yet reads as empty."""
+    emulator.add_run(Run(id="fresh-0", flow_id=FLOW))
+    env = cli_env(thread_server, BULKRETRY_HISTORY=pg_url)
+    listing = run_cli(["failed", "--flow-id", FLOW], env=env)
+    assert listing.code == 0, listing.stderr
+    dry = run_cli(["retry", "--dry-run"], env=env, stdin=listing.stdout)
+    assert dry.code == 0, dry.stderr
+    assert [line["event"] for line in dry.lines] == ["planned", "summary"]
