@@ -25,7 +25,7 @@ from typing import Final, Protocol, TypeVar
 
 import anyio
 
-from ._errors import APIError, BulkRetryError, ConnectError, ConnectionLostError
+from ._errors import APIError, AuthError, BulkRetryError, ConnectError, ConnectionLostError
 
 T = TypeVar("T")
 
@@ -300,3 +300,18 @@ def _always() -> bool:
 
 def _retry_after(error: BulkRetryError) -> float | None:
     return error.retry_after if isinstance(error, APIError) else None
+
+
+def refuses_the_caller(error: BulkRetryError) -> bool:
+    """Whether a refusal is about the caller (token, key, org), not about one run.
+
+    A 401, a token that can no longer be had, or a gateway 403 (a six-digit code such as
+    403025 "Profile is not valid") would refuse every request alike: re-triggers and polls
+    stop asking after a few. A service 403 may concern one run only.
+    """
+    if isinstance(error, AuthError):
+        return True
+    if not isinstance(error, APIError):
+        return False
+    gateway = error.code is not None and error.code.isdigit() and len(error.code) == 6
+    return error.status == 401 or (error.status == 403 and gateway)

@@ -21,8 +21,16 @@ from urllib.parse import quote
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._attempts import Attempts, Backoff, Gate, GaveUp, Interrupter, Policy
-from ._errors import UsageError
+from ._attempts import (
+    Attempts,
+    Backoff,
+    Gate,
+    GaveUp,
+    Interrupter,
+    Policy,
+    refuses_the_caller,
+)
+from ._errors import BulkRetryError, UsageError
 from ._outcomes import Finished, FinishStatus
 from ._runs import RunState, run_state
 
@@ -35,6 +43,8 @@ _log = logging.getLogger(__name__)
 ENDED: Final = frozenset({"success", "failed"})
 """Final statuses of a run; anything else (``inProgress``, ``queued``, …) is still going."""
 DEFAULT_WAIT_TIMEOUT: Final = 21600.0
+REFUSALS_TO_STOP: Final = 3
+"""Polls refused in a row (401, gateway 403) after which the follower stops asking."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,10 +105,16 @@ def poll_policy(*, limit: int, refreshable: bool, backoff: Backoff) -> Policy:
 
 
 async def poll(client: FlowService, attempts: Attempts, new_run_id: str) -> RunState | None:
-    """Ask once (with the attempt loop's retries) how ``new_run_id`` is doing; None: no answer."""
+    """Ask once (with the attempt loop's retries) how ``new_run_id`` is doing; None: no answer.
+
+    Raises the error when the API refused the caller (401, a gateway 403): asking about
+    another run would be refused alike.
+    """
     try:
         page: Any = await attempts.run(lambda: client.get_json(f"/runs/{quote(new_run_id, '')}"))
     except GaveUp as end:
+        if end.failure is not None and refuses_the_caller(end.failure.error):
+            raise end.failure.error from None
         _log.info("run %s: no answer this round (%s)", new_run_id, end)
         return None
     items = page.get("items") if isinstance(page, dict) else None
@@ -152,8 +168,9 @@ class Follower:
     """Polls new runs until they end or time out; ``emit`` gets one ``Finished`` per run.
 
     ``follow`` adds a run, ``close`` says no more will come; ``run`` returns once every run
-    followed has ended or timed out, or as soon as ``stopper`` stops (runs still going are
-    then left in ``pending``, with no line).
+    followed has ended or timed out, or as soon as ``stopper`` stops or polls were refused
+    ``REFUSALS_TO_STOP`` times in a row (``refused`` says why); runs still going are then
+    left in ``pending``, with no line.
     """
 
     def __init__(  # noqa: PLR0913 - the job's collaborators, each small
@@ -179,6 +196,8 @@ class Follower:
         self._in_flight = 0
         self._closed = False
         self._wake = anyio.Event()
+        self._refusals = 0
+        self.refused: str | None = None
 
     @property
     def pending(self) -> int:
@@ -209,7 +228,7 @@ class Follower:
                 await self._dispatch(send, emit)
 
     async def _dispatch(self, send: MemoryObjectSendStream[_Run], emit: Emit) -> None:
-        while not self._stopper.stopped:
+        while not self._stopper.stopped and self.refused is None:
             if not self._due or self._in_flight >= self._workers:
                 if not self._due and self._closed and not self._in_flight:
                     return
@@ -237,7 +256,13 @@ class Follower:
         async with runs:
             async for run in runs:
                 attempts = Attempts(self._policy, gate=self._gate, stopper=self._stopper)
-                state = await poll(self._client, attempts, run.new_run_id)
+                try:
+                    state = await poll(self._client, attempts, run.new_run_id)
+                except BulkRetryError as refusal:
+                    state = None
+                    self._count_refusal(refusal)
+                else:
+                    self._refusals = 0
                 now = self._clock()
                 if state is not None and state.status in ENDED:
                     ended: FinishStatus = "success" if state.status == "success" else "failed"
@@ -246,6 +271,15 @@ class Follower:
                     self._schedule(run, now)
                 self._in_flight -= 1
                 self._wake.set()
+
+    def _count_refusal(self, refusal: BulkRetryError) -> None:
+        self._refusals += 1
+        if self._refusals >= REFUSALS_TO_STOP and self.refused is None:
+            self.refused = f"polls refused {self._refusals} times in a row ({refusal})"
+            _log.error(
+                "%s: not following the other runs; 'bulkretry status --refresh' asks later",
+                self.refused,
+            )
 
     def _schedule(self, run: _Run, now: float) -> None:
         """Next poll after the cadence's delay, but no later than the run's deadline."""

@@ -25,9 +25,18 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._admission import Admission
-from ._attempts import Attempts, Backoff, Decision, Failure, GaveUp, NotSent, Policy
+from ._attempts import (
+    Attempts,
+    Backoff,
+    Decision,
+    Failure,
+    GaveUp,
+    NotSent,
+    Policy,
+    refuses_the_caller,
+)
 from ._dedup import SeenIds
-from ._errors import APIError, AuthError, BulkRetryError, JournalError
+from ._errors import BulkRetryError, JournalError
 from ._ledger import Ledger, Settled
 from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from ._settings import JobSettings
@@ -313,7 +322,7 @@ class Pipeline:
         Recorded at once: a crash before the next attempt finds the run settled.
         """
         if failure.decision is Decision.REFUSED:
-            self._count_refusal(_refuses_the_job(failure.error), failure.describe())
+            self._count_refusal(refuses_the_caller(failure.error), failure.describe())
         outcome = _failure_outcome(run_id, failure)
         if not failure.decision.final:
             _log.debug(
@@ -354,21 +363,6 @@ def _failure_outcome(run_id: str, failure: Failure) -> Failed | Uncertain:
         error=failure.describe(),
         attempts=failure.attempts,
     )
-
-
-def _refuses_the_job(error: BulkRetryError) -> bool:
-    """Whether the refusal is about the caller (token, key, org), not about this run.
-
-    A 401, a token that can no longer be had, or a gateway 403 (a six-digit code such as
-    403025 "Profile is not valid") would refuse every run alike. A service 403 may concern
-    one run only, so it never stops the job.
-    """
-    if isinstance(error, AuthError):
-        return True
-    if not isinstance(error, APIError):
-        return False
-    gateway = error.code is not None and error.code.isdigit() and len(error.code) == 6
-    return error.status == 401 or (error.status == 403 and gateway)
 
 
 async def send_without_loss(stream: MemoryObjectSendStream[T], item: T) -> None:

@@ -124,6 +124,27 @@ async def test_a_poll_that_fails_is_retried_and_the_run_still_finishes(emulator,
     assert len(polls) >= 4  # three refused or lost, then the answer
 
 
+async def test_polls_refused_for_the_caller_stop_the_following(emulator, api_settings):
+    """Polls refused as for the caller (a gateway 403) three times in a row: stop asking."""
+    emulator.lifecycle = Lifecycle(seconds=None)
+    ids = ["p-1", "p-2", "p-3", "p-4"]
+    seed(emulator, recovering=ids, poison=())
+    lines = []
+    started = time.monotonic()
+    follow_settings = FollowSettings(timeout=30, cadence=SCALED)
+    async with bulkretry.retrigger(
+        ids, api_settings, JobSettings(rate=0), follow=follow_settings, backoff=Backoff(base=0)
+    ) as job:
+        async for line in job:
+            lines.append(line)
+            if sum(isinstance(line, Retriggered) for line in lines) == len(ids):
+                emulator.api_key = "revoked-key"  # from now on: 403003 "Api Key is invalid"
+    assert time.monotonic() - started < 5  # not the 30 s timeout
+    assert not [line for line in lines if isinstance(line, Finished)]
+    polls = [r for r in emulator.stats.requests if r.method == "GET"]
+    assert 3 <= len(polls) <= len(ids)  # those in flight when the third refusal came may land
+
+
 @pytest.mark.slow
 async def test_polls_pass_the_same_rate_limit_as_re_triggers(emulator, api_settings):
     """--rate counts polls too: no 11 requests of any kind start within one second at --rate 10."""

@@ -183,3 +183,16 @@ def test_runs_that_timed_out_while_waiting_are_picked_up_by_refresh(
     time.sleep(0.5)  # the emulated run ends meanwhile
     (after,) = run_cli(["status", "--refresh"], env=env(tmp_path, thread_server)).lines
     assert (after["latest_status"], after["latest_run_id"]) == ("success", before["latest_run_id"])
+
+
+def test_refresh_refused_for_the_caller_is_one_line(tmp_path, thread_server):
+    """--refresh with credentials the API refuses: one clear line, exit 2, history unchanged."""
+    seed(tmp_path / "history.sqlite3", finished=False)
+    wrong = env(tmp_path, thread_server) | {"AEP_API_KEY": "not-the-key"}
+    result = run_cli(["status", "--refresh", "--rate", "0"], env=wrong)
+    assert result.code == 2
+    assert result.stderr.count("403003") == 1 and "Traceback" not in result.stderr
+    (line,) = [
+        line for line in run_cli(["status"], env=env(tmp_path)).lines if line["run_id"] == "ok"
+    ]
+    assert line["latest_status"] == "pending"
