@@ -70,7 +70,8 @@ WHERE r.generation < :max_generations AND (
     r.state IS NULL OR r.state = 'failed'
     OR (:again = 1 AND r.state = 'retriggered')
     OR ((:again = 1 OR :retry_uncertain = 1)
-        AND (r.state = 'uncertain' OR (r.state = 'intent' AND r.lease_until < :now))))
+        AND (r.state = 'uncertain'
+             OR (r.state = 'intent' AND (r.lease_until < :now OR r.owner = :gone)))))
 RETURNING run_id"""
 _CLAIM_BATCH: Final = 500
 """Claims per statement: one multi-row upsert, well under SQLite's 32,766 parameters."""
@@ -191,6 +192,7 @@ class History:
             "max_generations": policy.max_generations,
             "again": int(policy.again),
             "retry_uncertain": int(policy.retry_uncertain),
+            "gone": "",
         }
         settled = [self._settled(outcome, stamp) for outcome in outcomes]
         settled.sort(key=lambda values: values["run_id"])
@@ -205,7 +207,7 @@ class History:
                 for start in range(0, len(wanted), _CLAIM_BATCH):
                     granted |= _claim_batch(db, wanted[start : start + _CLAIM_BATCH], shared)
                 return [
-                    None if claim.run_id in granted else self._refusal(db, claim, policy, stamp)
+                    None if claim.run_id in granted else self._refusal(db, claim, shared, policy)
                     for claim in claims
                 ]
 
@@ -220,9 +222,16 @@ class History:
         values |= {"new_run_id": None, "etag": None}
         return values | {"status": outcome.status, "error": outcome.error}
 
-    def _refusal(self, db: Db, claim: Claim, policy: ClaimPolicy, stamp: str) -> Outcome:
+    def _refusal(
+        self, db: Db, claim: Claim, shared: dict[str, Any], policy: ClaimPolicy
+    ) -> Outcome | None:
+        """Why a claim lost; or None when it wins on a second try, its holder being dead."""
         row = db.execute(_ROW, {**self._key, "run_id": claim.run_id})
+        stamp = shared["now"]
         refusal = verdict(claim.run_id, row[0] if row else None, policy, stamp)
+        gone = row[0][7] if refusal is None and row and row[0][0] == "intent" else None
+        if gone and _claim_batch(db, [claim], shared | {"gone": gone}):
+            return None  # a crashed job's claim, on this host
         return refusal or Uncertain(
             run_id=claim.run_id, status=None, error="claimed by another job just now", attempts=0
         )

@@ -7,6 +7,8 @@ add up for ``bulkretry status``.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,11 +87,12 @@ def verdict(run_id: str, row: Any, policy: ClaimPolicy, stamp: str) -> Outcome |
     if row is None:
         return None
     state, generation, original, new_run_id, etag, status, error, owner, lease = row
-    del owner
     if generation >= policy.max_generations:
         detail = f"generation {generation} of {original or run_id}: a person should look"
         return Skipped(run_id=run_id, reason="generation-limit", detail=detail)
-    live_intent = state == "intent" and lease is not None and lease >= stamp
+    live_intent = (
+        state == "intent" and lease is not None and lease >= stamp and not owner_gone(owner)
+    )
     if state == "retriggered" and not policy.again:
         return Skipped(
             run_id=run_id, reason="already-retriggered", new_run_id=new_run_id or "", etag=etag
@@ -98,13 +101,33 @@ def verdict(run_id: str, row: Any, policy: ClaimPolicy, stamp: str) -> Outcome |
         return Uncertain(
             run_id=run_id,
             status=None,
-            error="another bulkretry job is re-triggering it now",
+            error=f"claimed by a running bulkretry job ({owner}) until {lease}: it may be "
+            "sending it now",
             attempts=0,
         )
     if state in {"intent", "uncertain"} and not (policy.again or policy.retry_uncertain):
         text = error or "history has an intent with no outcome: the request may have been applied"
         return Uncertain(run_id=run_id, status=status, error=text, attempts=0)
     return None
+
+
+def owner_gone(owner: str | None) -> bool:
+    """Whether a claim's holder (``host:pid:tag``) was a process on this host that has ended.
+
+    A job killed with ``kill -9`` leaves its claims behind; on the same host they need not
+    wait out their lease before ``--retry-uncertain`` or ``--again`` may take them.
+    """
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, under another user
+        return False
+    return False
 
 
 def chains_of(rows: list[RunRow], since: str | None, flows: frozenset[str]) -> list[Chain]:

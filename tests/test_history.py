@@ -1,6 +1,8 @@
 """The history store on a real SQLite file and a real PostgreSQL server: claims, lineage, reads."""
 
+import socket
 import sqlite3
+import sys
 from pathlib import Path
 
 import anyio
@@ -65,7 +67,7 @@ async def test_a_live_jobs_claim_is_never_taken_over(location):
         await live.commit([], claims("held"), POLICY)
         forceful = ClaimPolicy(retry_uncertain=True, again=True)
         [refused] = await other.commit([], claims("held"), forceful)
-        assert isinstance(refused, Uncertain) and "re-triggering it now" in refused.error
+        assert isinstance(refused, Uncertain) and "may be sending it now" in refused.error
 
 
 async def test_again_takes_a_retriggered_or_uncertain_run(location):
@@ -246,3 +248,16 @@ async def test_an_end_recorded_before_the_lineage_keeps_both(location):
             1,
         )
         assert chain.flow_id == "f9" and await history.pending() == []
+
+
+async def test_a_dead_local_jobs_claim_is_taken_without_waiting(location):
+    """A job killed on this host: --retry-uncertain takes its claims at once, not after a lease."""
+    ended = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    dead_pid = int(ended.stdout)
+    async with await History.open(location, org="o", sandbox="s") as crashed:
+        crashed.owner = f"{socket.gethostname()}:{dead_pid}:gone"
+        await crashed.commit([], claims("orphan"), POLICY)
+    async with await History.open(location, org="o", sandbox="s") as later:
+        [plain] = await later.commit([], claims("orphan"), POLICY)
+        assert isinstance(plain, Uncertain) and "intent with no outcome" in plain.error
+        assert await later.commit([], claims("orphan"), ClaimPolicy(retry_uncertain=True)) == [None]
