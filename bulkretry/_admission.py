@@ -40,11 +40,15 @@ _WINDOW: Final = (1.0, 10.0)
 """The server's window is its ``Retry-After``, within these bounds (seconds)."""
 _HOLD: Final = 1.5
 """Windows of steady pace after a change before probing: let the measure settle."""
-_PROBE: Final = 0.15
+_PROBE: Final = 0.25
 """Probe growth: the pace is multiplied by exp(_PROBE * t**2), t seconds into the probe:
-+4 % after half a second, x3 after 2.7 s. Gentle near the cap, quick to find a raised one."""
++6 % after half a second, x3 after 2.1 s. Gentle near the cap, quick to find a raised one."""
 _RELEASE: Final = 4.0
 """With no ``--rate``, the governor lets go once probing passes this many times the cap."""
+_LATE: Final = 0.01
+"""A wake-up at most this late is counted from its slot."""
+_FULL: Final = 3
+"""429s in a row, with nothing accepted for a while, that say a sliding window is full."""
 _FLOOR: Final = 0.2
 """Requests per second at least: the job never stalls."""
 
@@ -69,17 +73,18 @@ class Governor:
         self._since_onset = 0  # answers accepted since then
         self._last_start = -math.inf
         self._closed_until = -math.inf
+        self._refused_in_a_row = 0  # 429s since the last accepted answer
 
     def rate(self, now: float) -> float | None:
         """The pace at ``now`` (requests per second), or None when not slowed."""
         if self._base is None:
             return None
-        probing = now - self._changed - _HOLD * self._window
-        if probing <= 0:
-            return self._base
-        pace = self._base * math.exp(min(_PROBE * probing * probing, 50.0))
-        # Probed up to --rate, or far past the cap: let go.
-        return None if pace >= self._ceiling or pace >= _RELEASE * self._cap else pace
+        pace, probing = self._base, now - self._changed - _HOLD * self._window
+        if probing > 0:
+            pace *= math.exp(min(_PROBE * probing * probing, 50.0))
+            if pace >= _RELEASE * self._cap:
+                return None  # probed far past the cap: let go
+        return None if pace >= self._ceiling else pace  # at --rate there is nothing to slow
 
     def earliest(self, now: float) -> float:
         """When the next request may start (``now`` or later)."""
@@ -108,7 +113,9 @@ class Governor:
         if not throttled:
             self._accepted.append(now)
             self._since_onset += 1
+            self._refused_in_a_row = 0
             return
+        self._refused_in_a_row += 1
         if self._base is None and not self._refused:
             self._onset, self._since_onset = now, 0
         self._refused.append(now)
@@ -123,30 +130,43 @@ class Governor:
             return  # stray 429s in a fast job: noise
         if accepted == 0:  # the server takes nothing: leave it alone as it asks
             self._closed_until = now + (retry_after or self._window)
+        elif (row := self._refused_in_a_row) >= _FULL and now - self._accepted[-1] > 2 / (
+            per_window := self._per_window
+        ):
+            # Nothing came through for twice the spacing of what the window took: the server
+            # is full. A sliding window takes more as its oldest start ages out; a cap that
+            # just dropped, once what it remembers does. Pause, longer the longer it lasts.
+            reopen = max(self._accepted[0] + self._window, now + row / per_window)
+            self._closed_until = max(self._closed_until, reopen)
         if now - self._changed < self._window / 8:
             return  # measured a moment ago: let that change show its effect
-        self._cap = max(accepted / self._window, self._onset_rate(now, accepted))
+        self._cap = max(self._per_window, self._onset_rate(now, accepted))
         pace = max(_FLOOR, _UNDER * self._cap)
         current = self.rate(now)
         # A cut takes at most half: one window may have held too few starts to measure by.
         self._base = pace if current is None else min(current, max(pace, current / 2))
         self._changed = now
 
+    @property
+    def _per_window(self) -> float:
+        """Answers accepted over the window, per second."""
+        return len(self._accepted) / self._window
+
     def _onset_rate(self, now: float, accepted: int) -> float:
         """The accepted rate since the job met the cap, for the first window after it.
 
         A window that reaches back before the job started (or before it was sending
         faster than the cap) under-counts: a token bucket's burst was all it took then.
-        A quarter window after the first 429, what came through since is the cap; before
-        that, the accepted rate since the first start over-counts (the burst, or the head
-        start of a window reaching back before the job): half of it is the guess.
+        Half a window after the first 429, what came through since is the cap; before
+        that, the accepted rate since the first start (it over-counts the burst: later
+        measures bring it down).
         """
         if self._onset is None or self._first is None or now - self._onset >= self._window:
             return 0.0  # the window alone measures
         since = now - self._onset
-        if since >= self._window / 4:
+        if since >= self._window / 2:
             return self._since_onset / since
-        return accepted / max(min(self._window, now - self._first), 1e-3) / 2
+        return accepted / max(min(self._window, now - self._first), 1e-3)
 
 
 class Pace:
@@ -203,22 +223,35 @@ class Admission:
         return self._pace.free and self._governor.idle(time.monotonic())
 
     async def wait(self) -> None:
-        """Wait for the governor's turn, then the user's rate; then the request starts.
+        """Wait for the governor's turn while it paces, then for the user's rate.
 
-        Waiters queue on a lock and only the first sleeps, re-reading the pace when it
-        wakes, so a cut applies to requests already waiting. When ``free``, this returns
-        without a checkpoint: the unlimited case costs nothing.
+        While the governor paces, waiters queue on a lock and only the first sleeps,
+        re-reading the pace when it wakes, so a cut applies to requests already waiting.
+        ``--rate`` alone never takes the lock (its meter queues waiters itself), and when
+        ``free`` this returns without a checkpoint: the unlimited case costs nothing.
         """
-        if not self.free:
-            async with self._turn:
-                while True:  # the pace may change while this waiter sleeps
-                    now = time.monotonic()
-                    at = self._governor.earliest(now)
-                    if at <= now:
-                        break
-                    await anyio.sleep(at - now)
-                await self._pace.wait()
-        self._governor.started(time.monotonic())
+        governor = self._governor
+        paced = False
+        if governor.idle(time.monotonic()):
+            await self._pace.wait()
+            if governor.idle(now := time.monotonic()):
+                governor.started(now)
+                return
+            paced = True  # the governor took over while this waited for --rate
+        async with self._turn:
+            slot = -math.inf
+            while True:  # the pace may change while this waiter sleeps
+                now = time.monotonic()
+                at = governor.earliest(now)
+                if at <= now:
+                    break
+                slot = at
+                await anyio.sleep(at - now)
+            # Count a wake-up a little late (timers tick in milliseconds) from its slot, so
+            # the next start makes it up instead of every start drifting later.
+            governor.started(slot if now - slot < _LATE else now)
+        if not paced:
+            await self._pace.wait()
 
     def answered(self, *, throttled: bool, retry_after: float | None = None) -> None:
         """An answer came: a 429 (``throttled``) may slow the job; ``Retry-After`` in seconds."""

@@ -21,6 +21,7 @@ import ssl
 import zlib
 from typing import TYPE_CHECKING, Final, cast
 
+from . import __version__
 from ._errors import AnswerTooLargeError, ConnectError, ConnectionLostError
 
 if TYPE_CHECKING:
@@ -103,8 +104,8 @@ class Http1:
         self._ssl = ssl.create_default_context() if base.scheme == "https" else None
         self._timeout, self._connect = timeout, connect
         self._fixed = (
-            f"Host: {base.host_port_subcomponent}\r\nAccept-Encoding: gzip, deflate\r\n"
-            "Content-Length: 0\r\n\r\n"
+            f"Host: {base.host_port_subcomponent}\r\nUser-Agent: bulkretry/{__version__}\r\n"
+            "Accept-Encoding: gzip, deflate\r\nContent-Length: 0\r\n\r\n"
         ).encode("latin-1")
         self._headers: tuple[Mapping[str, str] | None, bytes] = (None, b"")
         self._idle: list[_Connection] = []
@@ -123,14 +124,12 @@ class Http1:
                     b"POST " + target.encode("ascii") + b" HTTP/1.1\r\n" + self._block(headers)
                 )
                 status, answer_headers, body, keep = await _read_answer(connection, cap)
-        except TimeoutError:
+        except BaseException as exc:  # lost, late, too large, cancelled: the state is unknown
             connection.close()
-            raise ConnectionLostError("timed out waiting for the answer") from None
-        except _Closed:
-            connection.close()
-            raise ConnectionLostError("connection lost after sending: server closed it") from None
-        except BaseException:  # too large, malformed, cancelled: the connection's state is lost
-            connection.close()
+            if isinstance(exc, TimeoutError):
+                raise ConnectionLostError("timed out waiting for the answer") from None
+            if isinstance(exc, _Closed):
+                raise ConnectionLostError("connection lost after sending: it closed") from None
             raise
         if keep and not connection.closed and not connection.buffer:
             connection.idle_since = loop.time()

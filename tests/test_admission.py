@@ -6,7 +6,6 @@ The governor is a pure function of (time, answers), so a whole job runs in simul
 import bisect
 import contextlib
 import heapq
-import itertools
 import math
 import random
 import time
@@ -73,6 +72,7 @@ class Job:
     successes: list = field(default_factory=list)
     refused: int = 0
     failed: int = 0
+    paces: list = field(default_factory=list)  # the governor's pace at each start
 
     def used(self, cap):
         """Share of ``cap`` used from the first to the last success."""
@@ -122,6 +122,7 @@ def simulate(server, ids=600, *, rate=100, concurrency=32):
         run, tried = ready.popleft()
         governor.started(now)
         job.starts.append(now)
+        job.paces.append(governor.rate(now))
         last, seq = now, seq + 1
         heapq.heappush(events, (now + LATENCY, seq, run, tried, server.admit(now + LATENCY / 2)))
 
@@ -167,16 +168,12 @@ def test_stray_429s_do_not_slow_a_fast_job():
 
 
 def test_the_pace_never_exceeds_the_users_rate():
-    """Probing upward stops at --rate: the governor lets go, and --rate alone paces."""
-    governor = Governor(50)
-    for n in range(40):  # a burst at 100/s into a 20/s window: engaged
-        governor.started(n / 100)
-        governor.answered(n / 100, throttled=n >= 20, retry_after=1.0)
-    paces = [governor.rate(t / 10) for t in range(1, 200)]
-    seen = [pace for pace in paces if pace is not None]
-    assert seen and max(seen) <= 50
-    assert governor.earliest(20.0) == 20.0  # released: no wait of its own
-    assert governor.rate(20.0) is None
+    """A cap of 20/s that rises to 1000/s at --rate 50: the pace probes up to 50, then lets go."""
+    job = simulate(Window((0.0, 20), (3.0, 1000)), ids=400, rate=50)
+    seen = [pace for pace in job.paces if pace is not None]
+    assert seen and max(seen) < 50
+    assert job.paces[-1] is None  # released: --rate alone paces the end of the job
+    assert job.failed == 0
 
 
 def test_a_server_that_accepts_nothing_is_left_alone_for_its_retry_after():
@@ -211,17 +208,17 @@ async def test_a_cut_applies_to_requests_already_waiting():
         governor.answered(at, throttled=n >= 20, retry_after=1.0)
     assert not admission.free
     pace = governor.rate(time.monotonic())
-    assert pace is not None and 19 < pace < 20
+    assert pace is not None and 15 < pace < 25
 
     async def request():
         await admission.wait()
         starts.append(time.monotonic())
 
     async with anyio.create_task_group() as tasks:
-        for _ in range(3):
+        for _ in range(4):
             tasks.start_soon(request)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.95 / pace
+    # spaced at the pace on average (a wake-up a little late is made up by the next start)
+    assert (starts[-1] - starts[0]) / (len(starts) - 1) >= 0.95 / pace
 
 
 async def test_the_attempt_loop_hands_retry_after_to_admission():
