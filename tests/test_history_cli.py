@@ -340,3 +340,32 @@ def test_reading_a_history_nobody_wrote_yet_is_an_empty_one(emulator, thread_ser
     dry = run_cli(["retry", "--dry-run"], env=env, stdin=listing.stdout)
     assert dry.code == 0, dry.stderr
     assert [line["event"] for line in dry.lines] == ["planned", "summary"]
+
+
+def test_a_postgres_history_lost_mid_job_stops_it_cleanly(emulator, thread_server, pg_url):
+    """The server drops the job's connection: nothing more is sent, every line written, exit 1."""
+    import psycopg  # noqa: PLC0415 - PostgreSQL tests only
+
+    emulator.faults = Faults(latency=0.02)
+    env = cli_env(thread_server, BULKRETRY_HISTORY=pg_url)
+    job = spawn_cli(["retry", "--rate", "0", "--concurrency", "4"], env=env)
+    job.stdin.write(b"".join(b"lost-%d\n" % n for n in range(200)))
+    job.stdin.close()
+    deadline = time.monotonic() + 20
+    while sum(emulator.stats.retriggers.values()) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    stdout, stderr = job.stdout.read(), job.stderr.read().decode()
+    job.wait(30)
+    assert job.returncode == 1, stderr
+    assert "history" in stderr and "Traceback" not in stderr
+    lines = parse_lines(stdout)
+    assert lines[-1]["event"] == "summary" and lines[-1]["total"] == len(lines) - 1
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        claimed = {row[0] for row in admin.execute("SELECT run_id FROM bulkretry_runs")}
+    assert set(emulator.stats.retriggers) <= claimed  # nothing left without its claim
+    assert len(emulator.stats.retriggers) < 200
