@@ -34,9 +34,11 @@ examples:
   cat failed-runs.txt | bulkretry retry --rate 5 --journal nightly.journal
   bulkretry failed --flow-id "$FLOW" --since 24h | bulkretry retry --journal nightly.journal
   bulkretry retry --dry-run failed-runs.txt          # validate and count, send nothing
+  bulkretry failed --flow-id "$FLOW" --error-code 'CONNECTOR-*' | bulkretry retry --wait
 
-exit status: 0 all re-triggered (or skipped as duplicate/already-retriggered),
-1 some failed/uncertain/invalid, 2 usage or credentials error (nothing sent),
+exit status: 0 all re-triggered (or skipped as duplicate/already-retriggered) and, with
+--wait, every new run finished success; 1 some failed/uncertain/invalid, or with --wait
+some new run failed again or did not finish; 2 usage or credentials error (nothing sent),
 130 stopped by SIGINT/SIGTERM (summary still written; rerun with --journal to resume)."""
 
 _FAILED_EPILOG: Final = """\
