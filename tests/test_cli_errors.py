@@ -5,6 +5,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -149,3 +150,22 @@ def test_a_full_disk_under_a_listing_leaves_whole_lines_and_one_message(
     written = output.read_bytes()
     assert written.endswith(b"\n") and len(written) <= 10_000
     assert 0 < len(parse_lines(written)) < 300
+
+
+def test_sigterm_stops_a_listing_whose_reader_has_stopped(emulator, thread_server):
+    """Nobody reads `bulkretry failed`'s stdout: SIGTERM still exits 130 at once, whole lines."""
+    for n in range(3000):
+        emulator.add_run(Run(id=f"unread-{n:04d}", flow_id="flow-u"))
+    proc = spawn_cli(["failed", "--flow-id", "flow-u", "--rate", "0"], env=cli_env(thread_server))
+    proc.stdin.close()
+    deadline = time.monotonic() + 20
+    while len(emulator.stats.requests) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the pipe is full: the listing waits on its reader
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 130
+    written = proc.stdout.read()
+    assert written.endswith(b"\n") and 0 < len(parse_lines(written)) < 3000
+    assert b"Traceback" not in proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import anyio
+import anyio.to_thread
 import orjson
 from anyio.abc import TaskStatus
 
@@ -270,6 +271,9 @@ def failed(args: argparse.Namespace) -> int:
         output.close()
     if not args.quiet:
         say(message)
+    if code == EXIT_STOPPED:  # a line may still wait on a stopped reader: never join it
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
@@ -310,7 +314,11 @@ async def _failed_job(
                             "generation": lineage.generation,
                             "original_run_id": lineage.original_run_id,
                         }
-                write_lines(out, orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+                line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+                # From a thread, which a signal may leave behind: a stopped reader of stdout
+                # never holds the event loop, so the listing stops even then. A line is one
+                # write under PIPE_BUF: it reaches a pipe whole or not at all.
+                await anyio.to_thread.run_sync(write_lines, out, line, abandon_on_cancel=True)
                 count += 1
         pages, errors = lister.pages, lister.errors
         tasks.cancel_scope.cancel()
