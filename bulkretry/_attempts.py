@@ -272,25 +272,24 @@ class Attempts:
 
     async def _admit(self) -> bool:
         """Wait for admission; False when the job was stopped meanwhile."""
-        stopper = self._stopper
-        if self._gate is None or self._gate.free:  # the common unlimited case: no checkpoint
-            if self._gate is not None:
-                await self._gate.wait()
-            return stopper is None or not stopper.stopped
-        if stopper is None:
-            await self._gate.wait()
-            return True
-        with stopper.interruptible() as scope:
-            await self._gate.wait()
-        return not scope.cancelled_caught
+        gate = self._gate
+        if gate is not None and not gate.free:
+            return await self._unless_stopped(gate.wait())
+        if gate is not None:  # the common unlimited case: returns at once, no checkpoint
+            await gate.wait()
+        return self._stopper is None or not self._stopper.stopped
 
     async def _sleep(self, seconds: float) -> bool:
         """Back off; False when a stop cut the wait short."""
+        return await self._unless_stopped(anyio.sleep(seconds))
+
+    async def _unless_stopped(self, wait: Awaitable[object]) -> bool:
+        """Await ``wait``; False when a stop cut it short."""
         if self._stopper is None:
-            await anyio.sleep(seconds)
+            await wait
             return True
         with self._stopper.interruptible() as scope:
-            await anyio.sleep(seconds)
+            await wait
         return not scope.cancelled_caught
 
 
