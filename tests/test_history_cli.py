@@ -67,6 +67,10 @@ def test_two_nightly_runs_retrigger_nothing_twice(emulator, thread_server, tmp_p
     new_ids = {line["new_run_id"] for line in first.events("retriggered")}
     assert {line["new_run_id"] for line in again.events("skipped")} == new_ids
     assert dict(emulator.stats.retriggers) == {f"night-{n}": 1 for n in range(3)}
+    with sqlite3.connect(default_history(tmp_path)) as raw:  # the listing's flow_id is kept
+        flows = dict(raw.execute("SELECT run_id, flow_id FROM bulkretry_runs"))
+    assert {flows[f"night-{n}"] for n in range(3)} == {FLOW}
+    assert {flows[new_id] for new_id in new_ids} == {FLOW}  # and inherited by the new runs
 
 
 def test_a_poison_chain_stops_at_the_generation_limit(emulator, thread_server, tmp_path):
