@@ -100,7 +100,12 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     if match := _DURATION.fullmatch(text.strip().lower()):
         amount, unit = match.groups()
-        return now - timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            return now - timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:  # 99999999999h: before year 1, beyond what a date can hold
+            raise UsageError(
+                f"--since {text!r} reaches back too far: use a shorter duration"
+            ) from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

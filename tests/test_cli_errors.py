@@ -169,3 +169,10 @@ def test_sigterm_stops_a_listing_whose_reader_has_stopped(emulator, thread_serve
     assert b"Traceback" not in proc.stderr.read()
     proc.stdout.close()
     proc.stderr.close()
+
+
+def test_a_since_reaching_before_year_one_is_a_usage_error():
+    """`failed --since 99999999999h` (past any date) is exit 2 naming --since, not an overflow."""
+    result = run_cli(["failed", "--flow-id", "x", "--since", "99999999999h"], env=cli_env())
+    assert result.code == 2
+    assert "--since" in result.stderr and "Traceback" not in result.stderr
