@@ -9,8 +9,10 @@ over its window (the ``Retry-After`` span, one second by default), and the pace 
 measure only ever lowers the pace), so a cap that drops is followed within a window.
 After a quiet hold the pace probes upward, gently at first and faster the longer no 429
 comes, so a raised cap is found in seconds; the next 429 measures the cap again, and a
-probe that reaches ``--rate`` lets go. A server that accepts nothing is left alone for
-its ``Retry-After``.
+probe that reaches ``--rate`` lets go. When 429s come in a row and nothing is accepted
+for a while, the server is full (a sliding window fills in a burst, then refuses until its
+oldest start ages out): new starts pause until it can take more, rather than spend 429s
+and retries; a server that accepts nothing at all is left alone for its ``Retry-After``.
 
 ``Pace`` enforces ``--rate R``: no burst at start, at most R starts in any one-second
 window, and about 98 % of R used (see its docstring). Like aiometer's meters, each part

@@ -60,9 +60,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        return False
+        self.connection_lost(None)
+        return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         del exc
