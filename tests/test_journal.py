@@ -477,6 +477,7 @@ def peak_memory(work):
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_resume_index_memory_stays_near_the_dedup_sets(tmp_path):
     """100k run IDs cost fingerprints and offsets: within 3x the job's own dedup set."""
     path = tmp_path / "big.journal"
@@ -499,6 +500,7 @@ def test_resume_index_memory_stays_near_the_dedup_sets(tmp_path):
     assert peak < 3 * dedup_peak
 
 
+@pytest.mark.slow
 def test_sigterm_while_a_big_journal_loads_stops_at_once(emulator, thread_server, tmp_path):
     """Loading happens in a thread: SIGTERM ends the start-up promptly, nothing sent."""
     path = tmp_path / "huge.journal"
