@@ -3,12 +3,14 @@
 import asyncio
 import gzip
 import socket
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+import trustme
 import yarl
 
 from bulkretry._auth import StaticToken
@@ -221,3 +223,58 @@ async def test_a_429s_retry_after_reaches_the_error_through_lower_cased_headers(
         finally:
             client.close()
     assert (refused.value.status, refused.value.retry_after) == (429, 1.0)
+
+
+@asynccontextmanager
+async def tls_server(ca: trustme.CA) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """The plain answer over TLS, with a certificate for 127.0.0.1 from ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    heads: list[bytes] = []
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(b"CONNECT")
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                heads.append(head)
+                writer.write(PLAIN)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1], heads
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_https_is_verified_against_the_system_trust_store(tmp_path, monkeypatch):
+    """HTTPS: a trusted certificate serves kept-alive POSTs; an untrusted one gets nothing.
+
+    An unverified server is ConnectError (nothing was sent, safe to retry).
+    """
+    ca = trustme.CA()
+    async with tls_server(ca) as (port, heads):
+        base = yarl.URL(f"https://127.0.0.1:{port}/fs")
+        untrusted = Http1(base, timeout=2.0, connect=1.0)
+        with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusted.post("/fs/x", HEADERS, 1024)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # read by the default
+        trusted = Http1(base, timeout=2.0, connect=1.0)
+        try:
+            for _ in range(2):
+                assert await trusted.post("/fs/x", HEADERS, 1024) == (
+                    200,
+                    OK,
+                    {"content-length": "14"},
+                )
+        finally:
+            trusted.close()
+    assert heads.count(b"CONNECT") == 1  # the refused handshake never got this far
+    assert len(heads) == 3  # then both POSTs over one kept-alive connection
+    assert heads[-1].startswith(b"POST /fs/x HTTP/1.1\r\n")
