@@ -27,6 +27,7 @@ from ._body import ANSWER_CAP, PAGE_CAP, read_capped
 from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
 from ._http1 import Http1
 from ._settings import ApiSettings, ClientCredentials
+from ._sources import check_run_id
 from ._text import excerpt, scrub
 
 RETRIGGER_OPS: Final = ("re-trigger", "RE_TRIGGER")
@@ -116,9 +117,24 @@ class FlowService:
             # Mask first, then cut: a cut could leave a prefix of a token unrecognised.
             shown = excerpt(self._scrub(body[:_SCRUB_WINDOW].decode("utf-8", "replace")), 80)
             raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
+        self._check_new_id(status, new_id)
         # The tutorial's answer is {id, etag}; the OpenAPI file's, a whole run with ``eTag``.
         etag = next((v for k in ("etag", "eTag") if isinstance(v := answer.get(k), str)), None)
-        return Accepted(new_run_id=new_id, etag=etag, status=status)
+        # The etag is shown verbatim, except for an echo of our secrets.
+        return Accepted(new_run_id=new_id, etag=etag and self._scrub(etag), status=status)
+
+    def _check_new_id(self, status: int, new_id: str) -> None:
+        """A new run ID goes to every output, the journal and the history: it must be one.
+
+        An ID echoing a secret, or breaking the run-ID rule (a newline, 129 characters), is
+        not the expected answer: ``uncertain``, since the 2xx may have applied the re-trigger.
+        """
+        masked = self._scrub(new_id)
+        if masked != new_id:
+            raise APIError(status, None, "answer's id echoes a credential: not a run ID")
+        if not isinstance(check_run_id(new_id), str):
+            shown = excerpt(masked, 80)
+            raise APIError(status, None, f"answer's id is not a valid run ID: {shown!r}")
 
     def _switch_op(self, refused: str, status: int, body: bytes) -> None:
         """Move every worker to the next spelling, once, saying so on stderr."""

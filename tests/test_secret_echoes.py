@@ -69,3 +69,38 @@ def test_an_ims_answer_echoing_the_form_and_part_of_the_secret_is_masked(emulato
     assert "cannot parse" in result.stderr
     assert_no_piece_of(ODD_SECRET, result.stdout.decode(), result.stderr)
     assert emulator.stats.requests == []
+
+
+@pytest.mark.parametrize("fault", ["echo_id", "bad_id"])
+def test_a_2xx_whose_id_is_the_token_or_no_run_id_is_uncertain(
+    fault, emulator, thread_server, tmp_path
+):
+    """A 2xx id echoing the token, or breaking the run-ID rule: uncertain, the token nowhere."""
+    emulator.faults = Faults(script={"odd-1": [fault]})
+    journal, history = tmp_path / "odd.journal", tmp_path / "history.sqlite3"
+    args = ["retry", "--rate", "0", "--journal", str(journal), "--history", str(history)]
+    result = run_cli(args, env=cli_env(thread_server), stdin=b"odd-1\n")
+    assert result.code == 1, result.stderr
+    assert not result.events("retriggered")
+    [line] = result.events("uncertain")
+    assert line["status"] == 200
+    words = "echoes a credential" if fault == "echo_id" else "is not a valid run ID"
+    assert words in line["error"]
+    stored = history.read_bytes().decode("latin-1")
+    assert_no_piece_of(TOKEN, result.stdout.decode(), result.stderr, journal.read_text(), stored)
+
+
+def test_an_etag_echoing_the_token_is_masked_everywhere(emulator, thread_server, tmp_path):
+    """A 2xx with a good id and the token as its etag: retriggered, the etag masked everywhere."""
+    emulator.faults = Faults(script={"tag-1": ["echo_etag"]})
+    journal, history = tmp_path / "tag.journal", tmp_path / "history.sqlite3"
+    args = ["retry", "--rate", "0", "--journal", str(journal), "--history", str(history)]
+    result = run_cli(args, env=cli_env(thread_server), stdin=b"tag-1\n")
+    assert result.code == 0, result.stderr
+    [line] = result.events("retriggered")
+    assert line["etag"] == '"[REDACTED]"'
+    stored = history.read_bytes().decode("latin-1")
+    assert_no_piece_of(TOKEN, result.stdout.decode(), result.stderr, journal.read_text(), stored)
+    again = run_cli(args, env=cli_env(thread_server), stdin=b"tag-1\n")
+    [skipped] = again.events("skipped")
+    assert (skipped["reason"], skipped["etag"]) == ("already-retriggered", '"[REDACTED]"')

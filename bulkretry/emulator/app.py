@@ -35,7 +35,8 @@ class Emulator:
     its scripts. ``lifecycle`` says how long a re-triggered run takes and how it ends.
     ``ops`` are the re-trigger spellings accepted (the tutorial's ``re-trigger``, the OpenAPI
     file's ``RE_TRIGGER``; others get FLOW-1401-400); ``retrigger_answer`` is the tutorial's
-    ``{id, etag}`` or the OpenAPI file's whole run (``FlowRunItemDTO``, with ``eTag``).
+    ``{id, etag}`` or the OpenAPI file's whole run (``FlowRunItemDTO``, with ``eTag``);
+    ``run_answer`` is ``GET /runs/{id}``'s: ``{"items": [run]}`` or the run itself.
     """
 
     def __init__(  # noqa: PLR0913 - mirrors the knobs of the real service, all keyword-only
@@ -53,6 +54,7 @@ class Emulator:
         lifecycle: Lifecycle | None = None,
         ops: frozenset[str] = RETRIGGER_OPS,
         retrigger_answer: Literal["tutorial", "spec"] = "tutorial",
+        run_answer: Literal["items", "run"] = "items",
     ) -> None:
         unknown = ops - RETRIGGER_OPS
         if not ops or unknown:
@@ -60,6 +62,7 @@ class Emulator:
         self.org_id = org_id
         self.ops = ops
         self.retrigger_answer = retrigger_answer
+        self.run_answer = run_answer
         self.api_key = api_key
         self.sandbox = sandbox
         self.auto_create = auto_create

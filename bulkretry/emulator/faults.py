@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-#: Faults answered before the re-trigger is applied: retrying them is safe.
-BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before"})
+#: Faults answered before the re-trigger is applied: retrying them is safe. ``not_found``
+#: answers 404 FLOW-1439 (for ``get_script``: a run the API does not show), ``unauthorized``
+#: the gateway's 401013 as if the token were not valid.
+BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before", "not_found", "unauthorized"})
 #: Faults answered after the re-trigger is applied: the client cannot know it worked.
 #: Hostile answers, after applying: a body of ``body_size`` bytes, one without end, and a gzip
 #: bomb inflating to ``body_size`` bytes. Scripted only.
@@ -20,9 +22,13 @@ BEFORE: Final = frozenset({"throttle", "unavailable", "drop_before"})
 #: answer ends it.
 OVERSIZED: Final = frozenset({"huge_after", "endless_after", "bomb_after", "trickle_after"})
 #: ``echo_after`` answers 200 in HTML quoting the request's Authorization header back.
+#: Re-trigger only, a 2xx JSON answer whose ``id`` is the token (``echo_id``) or no run ID
+#: (``bad_id``: a newline, over 128 characters), or whose etag quotes the token (``echo_etag``).
+ODD_IDS: Final = frozenset({"echo_id", "bad_id", "echo_etag"})
 AFTER: Final = (
     frozenset({"error_after", "drop_after", "garbled_after", "timeout_after", "echo_after"})
     | OVERSIZED
+    | ODD_IDS
 )
 #: ``wild_dates`` (listing pages only): runs whose ``createdAt`` no calendar holds.
 FAULT_NAMES: Final = BEFORE | AFTER | {"ok", "wild_dates"}

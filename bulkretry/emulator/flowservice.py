@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bulkretry.emulator.faults import LINK_FAULT_NAMES, OVERSIZED
+from bulkretry.emulator.faults import BEFORE, LINK_FAULT_NAMES, ODD_IDS, OVERSIZED
 from bulkretry.emulator.listing import BadQueryError, count, page
 from bulkretry.emulator.model import Emulated, RecordedRequest
 from bulkretry.emulator.replies import (
@@ -19,6 +19,7 @@ from bulkretry.emulator.replies import (
     garbled,
     gateway_error,
     json_reply,
+    odd_id,
     oversized,
     platform_error,
     service_error,
@@ -47,6 +48,7 @@ class Service(Emulated, Protocol):
     sandbox: str
     ops: frozenset[str]
     retrigger_answer: Literal["tutorial", "spec"]
+    run_answer: Literal["items", "run"]
 
     @property
     def tokens(self) -> Tokens:
@@ -194,6 +196,10 @@ def _before_fault(request: web.Request, faults: Faults, fault: str) -> web.Strea
         return throttled(faults.retry_after)
     if fault == "unavailable":
         return service_error("FLOW-1103", 503, _UNAVAILABLE)
+    if fault == "not_found":
+        return _not_found(request.match_info.get("run_id", ""))
+    if fault == "unauthorized":
+        return gateway_error("401013", 401, "Oauth token is not valid")
     return drop(request)
 
 
@@ -215,7 +221,7 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
     if emu.plan.over_rate(faults, time.monotonic()):
         return throttled(1)
     fault = emu.plan.retrigger_fault(faults, run_id)
-    if fault in {"throttle", "unavailable", "drop_before"}:
+    if fault in BEFORE:
         return _before_fault(request, faults, fault)
     run = emu.lookup(run_id)
     if run is None:
@@ -227,6 +233,8 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
         )
         return service_error("FLOW-1387", 400, message)
     new_run = emu.retrigger(run)
+    if fault in ODD_IDS:
+        return odd_id(fault, new_run.id, request.headers.get("Authorization", ""))
     if fault != "ok":
         return await _after_fault(request, emu, fault)
     if emu.retrigger_answer == "spec":  # the OpenAPI file's FlowRunItemDTO, with ``eTag``
@@ -238,7 +246,7 @@ async def _retrigger(request: web.Request) -> web.StreamResponse:  # noqa: PLR09
 async def _get_run(request: web.Request) -> web.StreamResponse:
     emu = request.app[EMULATOR]
     fault = emu.plan.get_fault(emu.faults)
-    if fault in {"throttle", "unavailable", "drop_before"}:
+    if fault in BEFORE:
         return _before_fault(request, emu.faults, fault)
     run_id = request.match_info["run_id"]
     run = emu.lookup(run_id)
@@ -246,13 +254,14 @@ async def _get_run(request: web.Request) -> web.StreamResponse:
         return _not_found(run_id)
     if fault != "ok":
         return await _after_fault(request, emu, fault)
-    return json_reply({"items": [run.to_json()]})
+    # The tutorial's answer is a list of one; the OpenAPI file's, the run itself.
+    return json_reply(run.to_json() if emu.run_answer == "run" else {"items": [run.to_json()]})
 
 
 async def _list_runs(request: web.Request) -> web.StreamResponse:
     emu = request.app[EMULATOR]
     fault = emu.plan.list_fault(emu.faults)
-    if fault in {"throttle", "unavailable", "drop_before"}:
+    if fault in BEFORE:
         return _before_fault(request, emu.faults, fault)
     try:
         if request.query.get("count") == "true":

@@ -90,6 +90,16 @@ def echoed(authorization: str) -> web.Response:
     return web.Response(text=text, content_type="text/html")
 
 
+def odd_id(fault: str, new_run_id: str, authorization: str) -> web.Response:
+    """A 2xx naming the new run oddly: the token as its id or etag, or an id no run has."""
+    token = authorization.partition(" ")[2]
+    if fault == "echo_id":
+        return json_reply({"id": token, "etag": '"1"'})
+    if fault == "echo_etag":
+        return json_reply({"id": new_run_id, "etag": f'"{token}"'})
+    return json_reply({"id": f"{new_run_id}\n{'x' * 130}", "etag": '"1"'})  # bad_id
+
+
 def drop(request: web.BaseRequest) -> Dropped:
     """Close the socket with no response: the client sees a server disconnect.
 
