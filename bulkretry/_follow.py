@@ -1,4 +1,4 @@
-"""Following re-triggered runs to their end: ``retry --wait`` and ``status --refresh``.
+"""Following re-triggered runs to their end: ``retry --wait``.
 
 Downstream of the pipeline: each ``retriggered`` outcome hands its new run here, and a
 dispatcher asks ``GET /runs/{new_run_id}`` when the run is due, through the job's
@@ -15,36 +15,27 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._attempts import (
-    Attempts,
-    Backoff,
-    Gate,
-    GaveUp,
-    Interrupter,
-    Policy,
-    refuses_the_caller,
-)
+from ._attempts import Attempts, Gate, Interrupter, Policy
 from ._errors import BulkRetryError, UsageError
 from ._outcomes import Finished, FinishStatus
-from ._runs import RunState, run_state
+from ._polls import ENDED, is_missing, poll
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService
-    from ._history import History
+    from ._runs import RunState
 
 _log = logging.getLogger(__name__)
 
-ENDED: Final = frozenset({"success", "failed"})
-"""Final statuses of a run; anything else (``inProgress``, ``queued``, …) is still going."""
 DEFAULT_WAIT_TIMEOUT: Final = 21600.0
 REFUSALS_TO_STOP: Final = 3
 """Polls refused in a row (401, gateway 403) after which the follower stops asking."""
+MISSING_TO_STOP: Final = 5
+"""Polls of one run answered 404 in a row after which it is given up (about 35 s at first)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,83 +85,21 @@ class _Run:
     new_run_id: str
     started: float
     deadline: float
+    missing: int = 0  # polls answered 404 in a row
 
 
 Emit = Callable[[Finished], Awaitable[None]]
-
-
-def poll_policy(*, limit: int, refreshable: bool, backoff: Backoff) -> Policy:
-    """Polls' policy: a GET is safe to repeat, so even a lost answer is asked again."""
-    return Policy(limit=limit, refreshable=refreshable, retry_uncertain=True, backoff=backoff)
-
-
-async def poll(client: FlowService, attempts: Attempts, new_run_id: str) -> RunState | None:
-    """Ask once (with the attempt loop's retries) how ``new_run_id`` is doing; None: no answer.
-
-    Raises the error when the API refused the caller (401, a gateway 403): asking about
-    another run would be refused alike.
-    """
-    try:
-        page: Any = await attempts.run(lambda: client.get_json(f"/runs/{quote(new_run_id, '')}"))
-    except GaveUp as end:
-        if end.failure is not None and refuses_the_caller(end.failure.error):
-            raise end.failure.error from None
-        _log.info("run %s: no answer this round (%s)", new_run_id, end)
-        return None
-    items = page.get("items") if isinstance(page, dict) else None
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and item.get("id") == new_run_id:
-            return run_state(item)
-    _log.info("run %s: the answer does not show this run yet", new_run_id)
-    return None
-
-
-async def refresh_pending(  # noqa: PLR0913 - the collaborators of one pass, keyword-only
-    client: FlowService,
-    history: History,
-    *,
-    policy: Policy,
-    gate: Gate,
-    stopper: Interrupter | None = None,
-    workers: int,
-) -> int:
-    """``status --refresh``: ask once about each run the history has as pending; record ends.
-
-    Paced by ``gate`` like any job; returns how many runs were found ended.
-    """
-    pending = iter(await history.pending())
-    ended = 0
-
-    async def poller() -> None:
-        nonlocal ended
-        for row in pending:  # shared: each run goes to one poller
-            if stopper is not None and stopper.stopped:
-                return
-            attempts = Attempts(policy, gate=gate, stopper=stopper)
-            state = await poll(client, attempts, row.run_id)
-            if state is not None and state.status in ENDED:
-                ended += 1
-                await history.record_finished(
-                    row.run_id,
-                    status=state.status,
-                    records=state.records,
-                    error=state.error if state.status == "failed" else None,
-                    flow_id=state.flow_id,
-                )
-
-    async with anyio.create_task_group() as pollers:
-        for _ in range(workers):
-            pollers.start_soon(poller)
-    return ended
 
 
 class Follower:
     """Polls new runs until they end or time out; ``emit`` gets one ``Finished`` per run.
 
     ``follow`` adds a run, ``close`` says no more will come; ``run`` returns once every run
-    followed has ended or timed out, or as soon as ``stopper`` stops or polls were refused
-    ``REFUSALS_TO_STOP`` times in a row (``refused`` says why); runs still going are then
-    left in ``pending``, with no line.
+    followed has ended or been given up, or as soon as ``stopper`` stops (runs still going
+    are then left in ``pending``, with no line). A run is given up, ``timed-out`` since its
+    end is unknown, at its deadline, after ``MISSING_TO_STOP`` polls answered 404 in a row,
+    or once polls were refused ``REFUSALS_TO_STOP`` times in a row (``refused`` says why):
+    then no run is asked about again, and each, followed already or later, gets its line.
     """
 
     def __init__(  # noqa: PLR0913 - the job's collaborators, each small
@@ -228,7 +157,10 @@ class Follower:
                 await self._dispatch(send, emit)
 
     async def _dispatch(self, send: MemoryObjectSendStream[_Run], emit: Emit) -> None:
-        while not self._stopper.stopped and self.refused is None:
+        while not self._stopper.stopped:
+            while self.refused is not None and self._due and not self._stopper.stopped:
+                run = heapq.heappop(self._due)[2]
+                await emit(_finished(run, "timed-out", None, self._clock(), error=self.refused))
             if not self._due or self._in_flight >= self._workers:
                 if not self._due and self._closed and not self._in_flight:
                     return
@@ -256,21 +188,31 @@ class Follower:
         async with runs:
             async for run in runs:
                 attempts = Attempts(self._policy, gate=self._gate, stopper=self._stopper)
+                given_up = None
                 try:
                     state = await poll(self._client, attempts, run.new_run_id)
+                    self._refusals, run.missing = 0, 0
                 except BulkRetryError as refusal:
-                    state = None
-                    self._count_refusal(refusal)
-                else:
-                    self._refusals = 0
+                    state, given_up = None, self._count(run, refusal)
                 now = self._clock()
-                if state is not None and state.status in ENDED:
+                if given_up is not None:
+                    await emit(_finished(run, "timed-out", None, now, error=given_up))
+                elif state is not None and state.status in ENDED:
                     ended: FinishStatus = "success" if state.status == "success" else "failed"
                     await emit(_finished(run, ended, state, now))
                 else:
                     self._schedule(run, now)
                 self._in_flight -= 1
                 self._wake.set()
+
+    def _count(self, run: _Run, refusal: BulkRetryError) -> str | None:
+        """Count a poll refused or answered 404; why to give ``run`` up, once it is time."""
+        if not is_missing(refusal):
+            self._count_refusal(refusal)
+            return None
+        self._refusals = 0  # the gateway let the caller through
+        run.missing += 1
+        return str(refusal) if run.missing >= MISSING_TO_STOP else None  # the API's words
 
     def _count_refusal(self, refusal: BulkRetryError) -> None:
         self._refusals += 1
@@ -288,12 +230,15 @@ class Follower:
         self._wake.set()
 
 
-def _finished(run: _Run, status: FinishStatus, state: RunState | None, now: float) -> Finished:
+def _finished(
+    run: _Run, status: FinishStatus, state: RunState | None, now: float, *, error: str | None = None
+) -> Finished:
+    """The run's line; ``error`` says why a run whose end is unknown was given up."""
     return Finished(
         run_id=run.run_id,
         new_run_id=run.new_run_id,
         status=status,
         records=state.records if state is not None else 0,
-        error=state.error if state is not None and status == "failed" else None,
+        error=state.error if state is not None and status == "failed" else error,
         duration_s=round(now - run.started, 3),
     )

@@ -43,6 +43,20 @@ def run_state(run: dict[str, Any]) -> RunState:
     )
 
 
+def run_in_answer(answer: object, run_id: str) -> RunState | None:
+    """The run ``run_id`` in a ``GET /runs/{id}`` answer, or None when it is not there.
+
+    The tutorial answers ``{"items": [run]}``; Adobe's OpenAPI file (and some proxies) the
+    run object itself.
+    """
+    page = _object(answer)
+    items = page.get("items")
+    for item in items if isinstance(items, list) else [page]:
+        if isinstance(item, dict) and item.get("id") == run_id:
+            return run_state(item)
+    return None
+
+
 def _object(value: object) -> dict[str, Any]:
     """A JSON object, or an empty one when the API sent something else."""
     return value if isinstance(value, dict) else {}

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bulkretry.emulator import Lifecycle, Run
+from bulkretry.emulator import Faults, Lifecycle, Run
 
 from .conftest import cli_env, parse_lines, run_cli, spawn_cli
 
@@ -84,6 +84,28 @@ def test_wait_timeout_gives_timed_out_lines_and_exit_1(emulator, thread_server):
     assert [(line["status"], line["level"]) for line in lines] == [("timed-out", "warning")] * 2
     assert all(0.3 <= line["duration_s"] < 2 for line in lines)
     assert result.summary["unfinished"] == 2
+
+
+def test_polls_refused_for_the_caller_give_each_run_a_timed_out_line(emulator, thread_server):
+    """Polls refused (401) three in a row: each run one timed-out line saying why, exit 1."""
+    emulator.lifecycle = Lifecycle(seconds=None)
+    emulator.faults = Faults(get_script=["unauthorized"] * 3)
+    seed(emulator, recovering=["r-1", "r-2"])
+    started = time.monotonic()
+    result = run_cli(
+        ["retry", *WAIT, "--wait-timeout", "30"],
+        env=cli_env(thread_server),
+        stdin=b"r-1\nr-2\n",
+    )
+    assert result.code == 1, result.stderr
+    assert time.monotonic() - started < 15  # not the 30 s --wait-timeout
+    lines = result.events("finished")
+    assert sorted(line["run_id"] for line in lines) == ["r-1", "r-2"]
+    for line in lines:
+        assert (line["status"], line["level"]) == ("timed-out", "warning")
+        assert line["error"].startswith("polls refused 3 times in a row (401013: ")
+    summary = result.summary
+    assert (summary["recovered"], summary["failed_again"], summary["unfinished"]) == (0, 0, 2)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -83,6 +83,41 @@ async def test_recovering_and_poison_runs_each_get_one_finished_line(emulator, a
     assert bad.error == "MAPPER-2101-400: Field 'email' is not in the target schema."
 
 
+async def test_a_poll_answered_with_the_run_itself_is_understood(emulator, api_settings):
+    """GET /runs/{id} answering the bare run (OpenAPI file, proxies), not {"items": [run]}."""
+    emulator.lifecycle = Lifecycle(seconds=0.05)
+    emulator.run_answer = "run"
+    seed(emulator, recovering=("ok-1",), poison=("bad-1",))
+    lines = await follow(["ok-1", "bad-1"], api_settings, wait_s=3)
+    finished = {line.run_id: line for line in lines if isinstance(line, Finished)}
+    assert (finished["ok-1"].status, finished["ok-1"].records) == ("success", 40)
+    assert (finished["bad-1"].status, finished["bad-1"].error) == ("failed", ": ".join(MAPPING[0]))
+
+
+async def test_a_run_answered_404_poll_after_poll_is_given_up(emulator, api_settings):
+    """Five 404s in a row for a new run: one timed-out line with the API's words, no more polls."""
+    emulator.lifecycle = Lifecycle(seconds=None)
+    seed(emulator, recovering=("gone",), poison=())
+    emulator.faults = Faults(get_script=["not_found"] * 9)
+    started = time.monotonic()
+    lines = await follow(["gone"], api_settings, wait_s=30)
+    (finished,) = [line for line in lines if isinstance(line, Finished)]
+    assert (finished.status, finished.records) == ("timed-out", 0)
+    assert finished.error.startswith("FLOW-1439-404: The requested runs resource ")
+    assert finished.new_run_id in finished.error
+    assert len([r for r in emulator.stats.requests if r.method == "GET"]) == 5
+    assert time.monotonic() - started < 5  # not the 30 s --wait-timeout
+
+
+async def test_a_new_run_answered_404_a_few_times_is_still_followed(emulator, api_settings):
+    """Four 404s (a run the API does not show yet), then the run: followed to its end."""
+    emulator.lifecycle = Lifecycle(seconds=0.05)
+    seed(emulator, recovering=("late",), poison=())
+    emulator.faults = Faults(get_script=["not_found"] * 4)
+    lines = await follow(["late"], api_settings)
+    assert [line.status for line in lines if isinstance(line, Finished)] == ["success"]
+
+
 async def test_runs_still_going_at_the_timeout_are_timed_out(emulator, api_settings):
     """A run that has not ended when --wait-timeout passes gets status timed-out, no error."""
     emulator.lifecycle = Lifecycle(seconds=None)
@@ -125,7 +160,10 @@ async def test_a_poll_that_fails_is_retried_and_the_run_still_finishes(emulator,
 
 
 async def test_polls_refused_for_the_caller_stop_the_following(emulator, api_settings):
-    """Polls refused as for the caller (a gateway 403) three times in a row: stop asking."""
+    """Polls refused as for the caller (a gateway 403) three times in a row: stop asking.
+
+    Each run still followed then gets one ``timed-out`` line saying why (its end is unknown).
+    """
     emulator.lifecycle = Lifecycle(seconds=None)
     ids = ["p-1", "p-2", "p-3", "p-4"]
     seed(emulator, recovering=ids, poison=())
@@ -140,7 +178,11 @@ async def test_polls_refused_for_the_caller_stop_the_following(emulator, api_set
             if sum(isinstance(line, Retriggered) for line in lines) == len(ids):
                 emulator.api_key = "revoked-key"  # from now on: 403003 "Api Key is invalid"
     assert time.monotonic() - started < 5  # not the 30 s timeout
-    assert not [line for line in lines if isinstance(line, Finished)]
+    finished = [line for line in lines if isinstance(line, Finished)]
+    assert sorted(line.run_id for line in finished) == ids
+    for line in finished:
+        assert line.status == "timed-out"
+        assert line.error.startswith("polls refused 3 times in a row (403003: Api Key is invalid")
     polls = [r for r in emulator.stats.requests if r.method == "GET"]
     assert 3 <= len(polls) <= len(ids)  # those in flight when the third refusal came may land
 

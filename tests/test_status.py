@@ -3,6 +3,7 @@
 import time
 
 import anyio
+import pytest
 
 from bulkretry import Retriggered
 from bulkretry._history import History
@@ -120,10 +121,15 @@ def test_status_reads_without_writing_and_needs_an_org(tmp_path):
     assert off.code == 2 and "off" in off.stderr
 
 
+@pytest.mark.parametrize("answer", ["items", "run"])
 def test_refresh_asks_about_pending_runs_only_and_records_their_end(
-    tmp_path, emulator, thread_server
+    answer, tmp_path, emulator, thread_server
 ):
-    """--refresh polls each pending new run once, paced, and the history keeps what it learns."""
+    """--refresh polls each pending new run once, and the history keeps what it learns.
+
+    Whether ``GET /runs/{id}`` answers ``{"items": [run]}`` or the run itself.
+    """
+    emulator.run_answer = answer
     seed(tmp_path / "history.sqlite3", finished=False)
     emulator.add_run(Run(id="ok-2", flow_id="flow-a", status="success", output_records=40))
     emulator.add_run(Run(id="bad-2", flow_id="flow-a", errors=TRANSIENT))
