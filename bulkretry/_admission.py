@@ -6,7 +6,8 @@ Cardwell et al., "BBR: Congestion-Based Congestion Control", ACM Queue 2016) fit
 429s. Once 429s are more than noise, the server's cap is the number of *accepted* answers
 over its window (the ``Retry-After`` span, one second by default), and the pace goes to
 99 % of that. While 429s go on, the cap is measured again every eighth of a window (a
-measure only ever lowers the pace), so a cap that drops is followed within a window.
+measure only ever lowers the pace), from the last half window alone when most answers
+there were 429s, so a cap that drops is followed within a window or less.
 After a quiet hold the pace probes upward, gently at first and faster the longer no 429
 comes, so a raised cap is found in seconds; the next 429 measures the cap again, and a
 probe that reaches ``--rate`` lets go. When 429s come in a row and nothing is accepted
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from itertools import takewhile
 from typing import Final
 
 import anyio
@@ -47,6 +49,8 @@ _PROBE: Final = 0.25
 +6 % after half a second, x3 after 2.1 s. Gentle near the cap, quick to find a raised one."""
 _RELEASE: Final = 4.0
 """With no ``--rate``, the governor lets go once probing passes this many times the cap."""
+_SWAMPED: Final = 0.4
+"""A share of 429s over the last half window above this says the cap just dropped."""
 _LATE: Final = 0.01
 """A wake-up at most this late is counted from its slot."""
 _FULL: Final = 3
@@ -143,11 +147,28 @@ class Governor:
         if now - self._changed < self._window / 8:
             return  # measured a moment ago: let that change show its effect
         self._cap = max(self._per_window, self._onset_rate(now, accepted))
+        meeting = self._onset is not None and now - self._onset < self._window
+        recent = None if meeting else self._recent(now)  # the onset is measured its own way
+        if recent is not None:
+            self._cap = min(self._cap, max(recent, self._cap / 2))
         pace = max(_FLOOR, _UNDER * self._cap)
         current = self.rate(now)
         # A cut takes at most half: one window may have held too few starts to measure by.
         self._base = pace if current is None else min(current, max(pace, current / 2))
         self._changed = now
+
+    def _recent(self, now: float) -> float | None:
+        """The accepted rate over the last half window, when most answers there were 429s.
+
+        A cap that drops shows there first: the whole window still holds what the old cap
+        let through, and would follow the drop only a window late.
+        """
+        since = now - self._window / 2
+        accepted = sum(1 for _ in takewhile(since.__lt__, reversed(self._accepted)))
+        refused = sum(1 for _ in takewhile(since.__lt__, reversed(self._refused)))
+        if refused <= _SWAMPED * (accepted + refused):
+            return None
+        return accepted / (self._window / 2)
 
     @property
     def _per_window(self) -> float:
