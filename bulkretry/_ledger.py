@@ -3,7 +3,8 @@
 Three places keep that promise: the JSON-lines journal (one job, resumable), and the
 history in SQLite or PostgreSQL (every job, across hosts). The pipeline sees a ``Ledger``:
 ``claim`` before a request leaves (None: send; otherwise the outcome that replaces the
-request), ``record`` once the outcome is known, ``peek`` for a dry run. ``Ledgers`` chains
+request), ``record`` once the outcome is known, ``peek`` to look without claiming (before
+waiting for ``--rate``, and for a dry run). ``Ledgers`` chains
 them, so ``--journal`` and the history work together.
 """
 
@@ -42,9 +43,6 @@ _NOT_APPLIED_ON_RESUME = "journal has an intent with no outcome: the request may
 class Ledger(Protocol):
     """Where intents and outcomes go; raises ``JournalError`` when it cannot keep them."""
 
-    ahead: bool
-    """Claims cost a commit: the pipeline claims ahead of its workers, so they come in groups."""
-
     async def claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
         """Make the intent durable before a request; None: send, else the outcome instead."""
 
@@ -52,7 +50,7 @@ class Ledger(Protocol):
         """The outcome of an attempt (the last one recorded is the run's)."""
 
     async def peek(self, run_id: str) -> Outcome | None:
-        """What ``claim`` would answer, writing nothing (``--dry-run``)."""
+        """What ``claim`` would answer, writing no intent (before admission, and ``--dry-run``)."""
 
     def release(self, run_id: str, instead: Outcome) -> None:
         """A later ledger refused the claim this one granted: record what happened instead."""
@@ -69,8 +67,6 @@ class Ledger(Protocol):
 
 class JournalLedger:
     """The journal: resume rules from the index read at start, records appended at once."""
-
-    ahead = False
 
     def __init__(
         self, journal: Journal | None, index: JournalIndex, *, retry_uncertain: bool
@@ -150,8 +146,6 @@ class HistoryLedger:
     before the request leaves); an outcome does not wait, it rides with the next commit.
     """
 
-    ahead = True
-
     def __init__(
         self,
         history: History,
@@ -181,6 +175,8 @@ class HistoryLedger:
         return waiter.answer
 
     async def peek(self, run_id: str) -> Outcome | None:
+        if self._failure is not None:
+            raise self._failure
         return await self._history.peek(run_id, self._policy)
 
     def record(self, outcome: Settled) -> None:
@@ -196,7 +192,7 @@ class HistoryLedger:
     async def serve(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._claims) < GROUP:  # claims are made ahead: a moment buys a bigger group
+            if len(self._claims) < GROUP:  # workers admitted together: a moment buys a group
                 await anyio.sleep(LINGER)
             self._wake = anyio.Event()
             await self._commit()
@@ -249,7 +245,6 @@ class Ledgers:
 
     def __init__(self, ledgers: Sequence[Ledger]) -> None:
         self._ledgers = tuple(ledgers)
-        self.ahead = any(ledger.ahead for ledger in self._ledgers)
 
     async def claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
         granted: list[Ledger] = []
@@ -263,8 +258,14 @@ class Ledgers:
         return None
 
     async def peek(self, run_id: str) -> Outcome | None:
-        for ledger in self._ledgers:
+        """A later ledger's answer is released to the earlier ones, as a refused claim is.
+
+        A dry run writes nothing even so: its journal is opened read-only.
+        """
+        for n, ledger in enumerate(self._ledgers):
             if (instead := await ledger.peek(run_id)) is not None:
+                for earlier in self._ledgers[:n]:
+                    earlier.release(run_id, instead)
                 return instead
         return None
 
@@ -329,10 +330,7 @@ async def open_ledger(
             max_generations=settings.max_generations,
             again=settings.again,
             retry_uncertain=settings.retry_uncertain,
-            # Covers the request, and the wait for --rate of a run claimed ahead.
-            lease_s=settings.timeout
-            + LEASE_MARGIN
-            + (2 * settings.concurrency / settings.rate if settings.rate else 0),
+            lease_s=settings.timeout + LEASE_MARGIN,  # the claim is made as its request leaves
         )
         ledgers.append(HistoryLedger(history, policy, on_failure=on_failure))
     if not ledgers:

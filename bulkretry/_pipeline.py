@@ -53,7 +53,6 @@ Emit = Callable[[Outcome], Awaitable[None]]
 
 FATAL_AFTER: Final = 3
 """Consecutive refusals of the caller (401, gateway 403) after which nothing more is sent."""
-_UNSENT: Final = "claimed, then not sent: the job stopped first"
 
 
 class Stopper:
@@ -112,7 +111,6 @@ class Pipeline:
         self.stopper = stopper or Stopper()
         self._client = client
         self._ledger = ledger
-        self._claimed_ahead: set[str] = set()
         self._policy = Policy(
             limit=settings.max_attempts,
             refreshable=client is not None and client.tokens.refreshable,
@@ -142,19 +140,6 @@ class Pipeline:
                 background.start_soon(self._ledger.serve)
             async with anyio.create_task_group() as workers:
                 sending = 0 if self.settings.dry_run else concurrency
-                if sending and self._ledger is not None and self._ledger.ahead:
-                    # Claims that cost a commit are made ahead, by as many claimers: the
-                    # workers find their next run claimed, and claims go in groups.
-                    claimed_send, claimed_receive = anyio.create_memory_object_stream[str](
-                        concurrency
-                    )
-                    async with claimed_send:
-                        for _ in range(concurrency):
-                            workers.start_soon(
-                                self._claimer, work_receive.clone(), claimed_send.clone(), emit
-                            )
-                    work_receive.close()
-                    work_receive = claimed_receive
                 for _ in range(sending):
                     workers.start_soon(self._worker, work_receive.clone(), emit)
                 work_receive.close()
@@ -208,46 +193,25 @@ class Pipeline:
             async for run_id in work:
                 await emit(await self._settle(run_id))
 
-    async def _claimer(
-        self,
-        work: MemoryObjectReceiveStream[str],
-        claimed: MemoryObjectSendStream[str],
-        emit: Emit,
-    ) -> None:
-        """Claim runs ahead of the workers; what the ledger settles goes straight out."""
-        async with work, claimed:
-            async for item in work:
-                run_id = str(item)
-                if self.stopper.stopped or self._fatal is not None:
-                    await send_without_loss(claimed, item)  # the worker says why it is not sent
-                    continue
-                instead = await self._claim(run_id, getattr(item, "flow_id", None))
-                if instead is None:
-                    self._claimed_ahead.add(run_id)
-                    await send_without_loss(claimed, item)
-                else:
-                    await emit(instead)
-
     async def _settle(self, item: str) -> Outcome:
         """Attempt ``item`` until it has a final outcome."""
         client = self._client
         assert client is not None
         run_id, flow_id = str(item), getattr(item, "flow_id", None)
 
-        # The first claim comes before admission: a run the ledger settles costs no slot of
-        # --rate. After a failed attempt (recorded), each new attempt claims again.
-        instead = await self._first_claim(run_id, flow_id)
+        # A read-only look first: a run the ledger settles already costs no slot of --rate.
+        # The claim itself is made after admission, right before each attempt: a run that
+        # waits for --rate when the job is killed has left no intent behind.
+        instead = await self._peek(run_id)
         if instead is not None:
             return instead
-        claimed = True
 
         async def send() -> Accepted:
-            nonlocal claimed, instead
+            nonlocal instead
             if self._fatal is not None:
                 raise NotSent  # a tripped breaker: no request
-            if not claimed and (instead := await self._claim(run_id, flow_id)) is not None:
+            if (instead := await self._claim(run_id, flow_id)) is not None:
                 raise NotSent  # no durable intent, or another job has it now
-            claimed = False
             # A resend with the other op spelling waits its turn like any request.
             return await client.retrigger(run_id, admit=self._admission.wait)
 
@@ -263,8 +227,6 @@ class Pipeline:
         except GaveUp as end:
             if instead is not None and _settled_elsewhere(instead):
                 return instead  # the ledger's word on a later attempt (another job sent it)
-            if claimed:  # claimed but never sent: the ledgers may hand it out again
-                self._record_outcome(Failed(run_id=run_id, status=None, error=_UNSENT, attempts=0))
             if end.failure is not None:  # stopped between attempts, or a final failure
                 return _failure_outcome(run_id, end.failure)
             if self._fatal is not None:
@@ -283,14 +245,17 @@ class Pipeline:
             )
         )
 
-    async def _first_claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
-        """The claim before the first attempt: made already by a claimer, or made now."""
-        if run_id in self._claimed_ahead:
-            self._claimed_ahead.discard(run_id)
-            return None
+    async def _peek(self, run_id: str) -> Outcome | None:
+        """What the ledgers say already, writing nothing: None when the run may be tried."""
         if self.stopper.stopped:  # read before the stop, never claimed: nothing to undo
             return Skipped(run_id=run_id, reason="interrupted")
-        return await self._claim(run_id, flow_id)
+        if self._ledger is None:
+            return None
+        try:
+            return await self._ledger.peek(run_id)
+        except JournalError as error:
+            self.stopper.stop(str(error))
+            return Skipped(run_id=run_id, reason="interrupted")
 
     async def _claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
         """Intent before send: None when the ledgers hold a durable intent and it may go.

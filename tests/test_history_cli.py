@@ -158,6 +158,38 @@ def test_kill_9_mid_job_then_resume_from_the_history(emulator, thread_server, tm
     assert resumed.events("skipped")  # outcomes committed before the kill were kept
 
 
+@pytest.mark.parametrize("ledger", ["history", "journal"])
+def test_kill_9_while_runs_wait_for_rate_leaves_them_unclaimed(
+    ledger, emulator, thread_server, tmp_path
+):
+    """Killed while most runs wait for --rate: on resume none that never left is uncertain."""
+    emulator.faults = Faults(latency=0.05)
+    ids = [f"paced-{n}" for n in range(30)]
+    if ledger == "history":
+        env, args = history_env(thread_server, tmp_path), []
+    else:
+        env, args = cli_env(thread_server), ["--journal", str(tmp_path / "paced.journal")]
+    job = spawn_cli(["retry", "--rate", "5", "--concurrency", "10", *args], env=env)
+    job.stdin.write("".join(f"{run_id}\n" for run_id in ids).encode())
+    job.stdin.flush()  # stdin stays open: the job is mid-stream when it dies
+    deadline = time.monotonic() + 20
+    while sum(emulator.stats.retriggers.values()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait(10)
+    for pipe in (job.stdin, job.stdout, job.stderr):
+        pipe.close()
+    before = set(emulator.stats.retriggers)
+    assert 3 <= len(before) < len(ids) // 2  # most were still waiting for --rate
+    emulator.faults = Faults()
+    resumed = run_cli(["retry", "--rate", "0", *args], env=env, stdin="\n".join(ids).encode())
+    assert resumed.summary["total"] == len(ids)
+    events = {line["run_id"]: line["event"] for line in resumed.lines[:-1]}
+    never_sent = {run_id: events[run_id] for run_id in ids if run_id not in before}
+    assert never_sent == dict.fromkeys(never_sent, "retriggered")
+    assert max(emulator.stats.retriggers.values()) == 1
+
+
 def test_dry_run_reads_the_history_and_writes_nothing(emulator, thread_server, tmp_path):
     """--dry-run shows what the history says, changes no byte, and creates no file."""
     env = history_env(thread_server, tmp_path)
