@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import HistoryError, UsageError
 from ._settings import HistoryLocation
-from ._text import scrub
 
 if TYPE_CHECKING:
     import psycopg
@@ -160,7 +159,8 @@ def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
         )
         if not driver:
             raise
-        text = scrub(f"history {location}: {_describe(exc)}", location.secrets())
+        # The driver's own words may quote the URL (a URI it cannot parse): never shown.
+        text = f"history {location}: {location.redact(_describe(exc))}"
         raise (UsageError if usage else HistoryError)(text) from None
 
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ._errors import UsageError
-from ._text import Secret
+from ._text import Secret, scrub
 
 DEFAULT_BASE_URL: Final = "https://platform.adobe.io/data/foundation/flowservice"
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
@@ -70,19 +70,33 @@ class HistoryLocation:
         return f"HistoryLocation({self})"
 
     def secrets(self) -> tuple[str, ...]:
-        """The password in the URL, if any, for scrubbing driver messages."""
+        """Every password in the URL, to scrub driver messages; found even if it does not parse."""
         if self.url is None:
             return ()
-        try:
-            password = urlsplit(self.url.reveal()).password
-        except ValueError:
-            return ()
-        return (password,) if password else ()
+        return url_passwords(self.url.reveal())
+
+    def redact(self, text: str) -> str:
+        """``text`` (a driver's message) with the URL and every password in it masked."""
+        if self.url is None:
+            return text
+        text = _ANY_PG_URL.sub("(the URL, not shown)", text)  # a driver may quote it in part
+        return scrub(text, self.secrets())
 
 
 def history_location(value: str | None, env: Mapping[str, str]) -> HistoryLocation | None:
-    """``--history`` > ``BULKRETRY_HISTORY`` > the XDG state file; None for ``off``."""
-    text = (value if value is not None else env.get("BULKRETRY_HISTORY", "")).strip()
+    """``--history`` > ``BULKRETRY_HISTORY`` > the XDG state file; None for ``off``.
+
+    An empty value is refused rather than read as "the default": a script's unset variable
+    (``--history "$H"``) must not write to a history nobody chose.
+    """
+    given, name = (
+        (value, "--history")
+        if value is not None
+        else (env.get("BULKRETRY_HISTORY"), "BULKRETRY_HISTORY")
+    )
+    text = given.strip() if given is not None else ""
+    if given is not None and not text:
+        raise UsageError(f"{name} is empty: give a SQLite file path, a postgresql:// URL, or 'off'")
     if text == "off":
         return None
     if not text:
@@ -97,6 +111,25 @@ def history_location(value: str | None, env: Mapping[str, str]) -> HistoryLocati
             f"--history: expected a file path, a postgresql:// URL or 'off', got a {scheme}:// URL"
         )
     return HistoryLocation(path=Path(text).expanduser())
+
+
+_ANY_PG_URL = re.compile(r"(?i)postgres(?:ql)?://[^\s\"']*")
+_USERINFO = re.compile(r"(?s)^[^:]*://(?P<userinfo>.*)@")
+_PARAM = re.compile(r"(?i)password=(?P<value>[^&#\s]*)")
+
+
+def url_passwords(url: str) -> tuple[str, ...]:
+    """Every password form in ``url``, without trusting it to parse.
+
+    The userinfo is taken up to the last ``@`` (too much rather than too little: ``scrub``
+    masks any 8 characters in a row of it too), and ``password=`` parameters are added.
+    """
+    found: list[str] = []
+    if (userinfo := _USERINFO.match(url)) is not None and ":" in userinfo["userinfo"]:
+        found.append(userinfo["userinfo"].split(":", 1)[1])
+    found += [match["value"] for match in _PARAM.finditer(url)]
+    found += [unquote(password) for password in found]
+    return tuple(dict.fromkeys(password for password in found if password))
 
 
 def mask_url(url: str) -> str:

@@ -405,3 +405,45 @@ def test_a_postgres_history_lost_mid_job_stops_it_cleanly(emulator, thread_serve
         claimed = {row[0] for row in admin.execute("SELECT run_id FROM bulkretry_runs")}
     assert set(emulator.stats.retriggers) <= claimed  # nothing left without its claim
     assert len(emulator.stats.retriggers) < 200
+
+
+@pytest.mark.parametrize("where", ["flag", "env"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bob:hunter2pass@[::1/db",  # does not parse: the driver quotes it whole
+        "postgres://bob:hunter2pass@[::1]:notaport/db",
+        "postgresql://bob@[::1/db?password=hunter2pass",
+        "postgresql://bob:hunter2%70ass@[::1/db",
+    ],
+)
+def test_a_broken_postgres_url_never_shows_its_password(where, url, thread_server, tmp_path):
+    """A history URL the driver cannot parse: one line, exit 2, no form of the password."""
+    env = cli_env(thread_server, XDG_STATE_HOME=str(tmp_path / "state"))
+    args = ["retry"]
+    if where == "flag":
+        args += ["--history", url]
+    else:
+        env["BULKRETRY_HISTORY"] = url
+    done = run_cli(args, env=env, stdin=b"pw-1\n")
+    assert done.code == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    for shown in (done.stderr, done.stdout.decode()):
+        assert "hunter2" not in shown and "2pass" not in shown and "%70" not in shown
+
+
+@pytest.mark.parametrize("command", [["retry"], ["failed", "--flow-id", FLOW]])
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_an_empty_history_is_a_usage_error(command, where, emulator, thread_server, tmp_path):
+    """--history "" (or an empty BULKRETRY_HISTORY) is exit 2, not the default history."""
+    env = history_env(thread_server, tmp_path)
+    args = [*command]
+    if where == "flag":
+        args += ["--history", ""]
+    else:
+        env["BULKRETRY_HISTORY"] = ""
+    done = run_cli(args, env=env, stdin=b"empty-1\n")
+    assert done.code == 2
+    name = "--history" if where == "flag" else "BULKRETRY_HISTORY"
+    assert f"{name} is empty" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists() and not emulator.stats.retriggers
