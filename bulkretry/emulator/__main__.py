@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         default="tutorial",
         help="answer {id, etag} (the tutorial) or a whole run with eTag (the OpenAPI file)",
     )
+    parser.add_argument(
+        "--run-answer",
+        choices=["items", "run"],
+        default="items",
+        help="GET /runs/{id} answers {items: [run]} (the tutorial) or the run (the OpenAPI file)",
+    )
     for name in DRAW_ORDER:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=float, default=0.0, help="probability per re-trigger")
@@ -83,6 +89,7 @@ async def _main(args: argparse.Namespace) -> None:
         lifecycle=Lifecycle(seconds=args.run_seconds),
         ops=frozenset(args.ops.split(",")),
         retrigger_answer=args.retrigger_answer,
+        run_answer=args.run_answer,
     )
     if args.runs:
         emu.load_runs(args.runs)
