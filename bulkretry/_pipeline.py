@@ -199,7 +199,8 @@ class Pipeline:
         assert client is not None
         run_id, flow_id = str(item), getattr(item, "flow_id", None)
 
-        # A read-only look first: a run the ledger settles already costs no slot of --rate.
+        # A read-only look first, when admission would make the run wait: a run the ledger
+        # settles already costs no slot of --rate.
         # The claim itself is made after admission, right before each attempt: a run that
         # waits for --rate when the job is killed has left no intent behind.
         instead = await self._peek(run_id)
@@ -249,8 +250,8 @@ class Pipeline:
         """What the ledgers say already, writing nothing: None when the run may be tried."""
         if self.stopper.stopped:  # read before the stop, never claimed: nothing to undo
             return Skipped(run_id=run_id, reason="interrupted")
-        if self._ledger is None:
-            return None
+        if self._ledger is None or self._admission.free:
+            return None  # nothing to wait for: the claim right away is the look (one query)
         try:
             return await self._ledger.peek(run_id)
         except JournalError as error:
