@@ -447,3 +447,19 @@ def test_an_empty_history_is_a_usage_error(command, where, emulator, thread_serv
     name = "--history" if where == "flag" else "BULKRETRY_HISTORY"
     assert f"{name} is empty" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "state").exists() and not emulator.stats.retriggers
+
+
+@pytest.mark.parametrize("ledger", ["history", "journal"])
+def test_runs_the_ledger_settles_cost_no_rate_slot(ledger, emulator, thread_server, tmp_path):
+    """Runs re-triggered before are skipped at once under --rate 1: the look precedes the wait."""
+    ids = "".join(f"free-{n}\n" for n in range(20)).encode()
+    if ledger == "history":
+        env, args = history_env(thread_server, tmp_path), []
+    else:
+        env, args = cli_env(thread_server), ["--journal", str(tmp_path / "free.journal")]
+    assert run_cli(["retry", "--rate", "0", *args], env=env, stdin=ids).code == 0
+    started = time.monotonic()
+    again = run_cli(["retry", "--rate", "1", *args], env=env, stdin=ids)
+    assert again.code == 0 and again.summary["skipped"] == 20
+    assert time.monotonic() - started < 8  # 20 slots at --rate 1 would take 19 s
+    assert max(emulator.stats.retriggers.values()) == 1
