@@ -7,6 +7,7 @@ masks API answers, the report masks rendered lines, the parser shows bad input.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, quote_plus
 
@@ -27,24 +28,33 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     Mask before cutting text short: a cut would otherwise leave a prefix unrecognised.
     """
     for secret in secrets:
-        for form in _forms(secret):
+        for form, pieces in _forms(secret):
             if form in text:
                 text = text.replace(form, REDACTED)
-            if len(form) >= FRAGMENT:
-                text = _mask_fragments(text, form)
+            if pieces:
+                text = _mask_fragments(text, pieces)
     return text
 
 
-def _forms(secret: str) -> list[str]:
-    """The secret as sent in a header or JSON, and as it appears in a URL-encoded form."""
+@lru_cache(maxsize=32)
+def _forms(secret: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The secret as sent (header, JSON) and URL-encoded, each with its 8-character pieces.
+
+    Worked out once per secret: every answer is scrubbed, the re-trigger's twice.
+    """
     if not secret:
-        return []
-    return sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len, reverse=True)
+        return ()
+    forms = sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len, reverse=True)
+    return tuple(
+        (form, frozenset(form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)))
+        for form in forms
+    )
 
 
-def _mask_fragments(text: str, secret: str) -> str:
-    """Replace every run of text made of ``FRAGMENT``-character pieces of ``secret``."""
-    pieces = {secret[i : i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+def _mask_fragments(text: str, pieces: frozenset[str]) -> str:
+    """Replace every run of text made of ``FRAGMENT``-character ``pieces`` of a secret."""
+    if pieces.isdisjoint({text[i : i + FRAGMENT] for i in range(len(text) - FRAGMENT + 1)}):
+        return text  # the common case, found by one set operation
     spans: list[list[int]] = []
     for start in range(len(text) - FRAGMENT + 1):
         if text[start : start + FRAGMENT] in pieces:
