@@ -120,7 +120,6 @@ async def retrigger(  # noqa: PLR0913 - the options after * are keyword-only, ea
             tokens = make_tokens(session, api, attempts=settings.max_attempts, backoff=backoff)
             await tokens.token()  # fail before the first re-trigger, not during it
             client = FlowService(session, api, tokens)
-            stack.callback(client.close)
         pipeline = Pipeline(settings, client, ledger=ledger, backoff=backoff, stopper=stopper)
         done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[Line](_OUT_BUFFER)

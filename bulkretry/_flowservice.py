@@ -1,9 +1,7 @@
-"""The Flow Service client: the re-trigger call, run reads and listing.
+"""The Flow Service client: one aiohttp session, the re-trigger call, run reads and listing.
 
-The re-trigger, the one call made per run, goes over ``_http1``'s keep-alive connections;
-the rest (a few calls per job) over one aiohttp session. All aiohttp exceptions are mapped
-here, in ``_transport_error``, onto the two cases the retry policy cares about (``_http1``
-maps its own alike): never sent (safe to resend) or sent with the answer lost (maybe
+All aiohttp exceptions are mapped here, in ``_transport_error``, onto the two cases the
+retry policy cares about: never sent (safe to resend) or sent with the answer lost (maybe
 applied).
 """
 
@@ -25,7 +23,6 @@ from ._attempts import Backoff, parse_retry_after
 from ._auth import ImsTokens, StaticToken, TokenSource
 from ._body import ANSWER_CAP, PAGE_CAP, read_capped
 from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
-from ._http1 import Http1
 from ._settings import ApiSettings, ClientCredentials
 from ._sources import check_run_id
 from ._text import excerpt, scrub
@@ -62,13 +59,6 @@ class FlowService:
         self._scheme, self._authority = base.scheme, base.raw_authority
         self._path = base.raw_path.rstrip("/")  # a bare host has path '/': no '//runs'
         self._tokens = tokens
-        timeout = session.timeout
-        total = timeout.total or 300.0
-        self._posts = Http1(  # the hot call skips aiohttp's general machinery: see _http1
-            base,
-            timeout=total,
-            connect=timeout.connect or min(total * _CONNECT_SHARE, _CONNECT_TIMEOUT_MAX),
-        )
         self._headers = {
             "x-api-key": api.api_key,
             "x-gw-ims-org-id": api.org_id,
@@ -100,7 +90,8 @@ class FlowService:
         """
         while True:
             op = self._op
-            status, body, headers = await self._request(partial(self._post, run_id, op))
+            url = self._action_url(run_id, op)
+            status, body, headers = await self._request(partial(self._post, url))
             if op == RETRIGGER_OPS[-1] or status not in _OP_REFUSALS or not refuses_op(body, op):
                 break
             self._switch_op(op, status, body)
@@ -178,14 +169,18 @@ class FlowService:
             self._tokens.forget(token)
         return status, body, headers
 
-    async def _post(self, run_id: str, op: str, token: str) -> tuple[int, bytes, dict[str, str]]:
-        # Run IDs are validated to [A-Za-z0-9_-]: the target needs no encoding.
-        target = f"{self._path}/runs/{run_id}/action?op={op}"
-        return await self._posts.post(target, self._with_token(token), ANSWER_CAP)
+    async def _post(self, url: yarl.URL, token: str) -> tuple[int, bytes, Mapping[str, str]]:
+        return await self._send("POST", url, (), token, ANSWER_CAP)
 
-    def close(self) -> None:
-        """Close the re-trigger connections (the aiohttp session closes on its own)."""
-        self._posts.close()
+    def _action_url(self, run_id: str, op: str) -> yarl.URL:
+        # Run IDs are validated to [A-Za-z0-9_-], so the URL is built pre-encoded: no parsing.
+        return yarl.URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=f"{self._path}/runs/{run_id}/action",
+            query_string=f"op={op}",
+            encoded=True,
+        )
 
     def _api_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> APIError:
         code, message = error_words(status, body)
@@ -196,7 +191,6 @@ class FlowService:
             status,
             code if code is None else excerpt(self._scrub(code)),
             f"{shown} ({hint})" if hint else shown,
-            # aiohttp's headers ignore case; _http1's are lower-cased
             retry_after=parse_retry_after(headers.get("retry-after")),
         )
 
