@@ -301,6 +301,16 @@ LEASE_MARGIN = 60.0
 """Seconds an intent outlives its request's timeout before another job may call it stale."""
 
 
+def lease_seconds(settings: JobSettings) -> float:
+    """How long a claim holds off other jobs: everything that may happen under it.
+
+    The request (``--timeout``), and, when the API refuses the ``op`` spelling, a wait for
+    ``--rate`` behind at most ``--concurrency`` others and the resend (another timeout).
+    """
+    queue = settings.concurrency / settings.rate if settings.rate else 0.0
+    return 2 * settings.timeout + queue + LEASE_MARGIN
+
+
 async def open_ledger(
     stack: AsyncExitStack,
     settings: JobSettings,
@@ -330,7 +340,7 @@ async def open_ledger(
             max_generations=settings.max_generations,
             again=settings.again,
             retry_uncertain=settings.retry_uncertain,
-            lease_s=settings.timeout + LEASE_MARGIN,  # the claim is made as its request leaves
+            lease_s=lease_seconds(settings),  # the claim is made as its request leaves
         )
         ledgers.append(HistoryLedger(history, policy, on_failure=on_failure))
     if not ledgers:
