@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._errors import HistoryError, JournalError, UsageError
@@ -34,8 +35,7 @@ _log = logging.getLogger(__name__)
 Settled = Retriggered | Failed | Uncertain
 
 GROUP = 16
-"""Claims that go to a commit at once; fewer wait ``LINGER`` seconds for company."""
-LINGER = 0.002
+"""Claims that go to a commit at once; fewer wait one turn of the event loop for company."""
 
 _NOT_APPLIED_ON_RESUME = "journal has an intent with no outcome: the request may have been applied"
 
@@ -192,8 +192,8 @@ class HistoryLedger:
     async def serve(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._claims) < GROUP:  # workers admitted together: a moment buys a group
-                await anyio.sleep(LINGER)
+            if len(self._claims) < GROUP:  # workers admitted in the same turn join the group
+                await anyio.lowlevel.checkpoint()
             self._wake = anyio.Event()
             await self._commit()
 
