@@ -1,6 +1,7 @@
 """The command line: the only part of bulkretry that prints or exits.
 
-``parser`` declares the commands, ``commands`` runs them on the library API, and this
+``parser`` declares the commands; ``retry``, ``failed``, ``status`` and ``commands`` (what
+they share, and ``demo``) run them on the library API, and ``signals`` stops them. This
 module turns every deliberate error into one line on stderr and an exit status.
 """
 

@@ -23,9 +23,9 @@ from bulkretry._settings import (
 )
 
 from .commands import demo as run_demo
-from .commands import failed as run_failed
-from .commands import retry as run_retry
 from .console import LOG_LEVELS
+from .failed import failed as run_failed
+from .retry import retry as run_retry
 from .status import add_parser as add_status_parser
 
 _RETRY_EPILOG: Final = """\

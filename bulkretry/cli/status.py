@@ -25,9 +25,10 @@ from bulkretry._settings import (
     history_location,
 )
 
-from .commands import _api_settings, _history_key, _interrupt, _run
+from .commands import _api_settings, _history_key, _run
 from .console import EXIT_OK, say, setup_diagnostics
 from .output import Output
+from .signals import _interrupt
 
 CHAIN_FIELDS = (
     "run_id",
