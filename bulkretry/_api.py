@@ -24,7 +24,8 @@ from ._admission import Admission
 from ._attempts import Backoff
 from ._discovery import Lister, ListingSettings
 from ._follow import Follower, FollowSettings
-from ._ledger import Ledger, open_ledger
+from ._ledger import Ledger
+from ._open_ledger import open_ledger
 from ._outcomes import Finished, Line, Retriggered, Skipped
 from ._pipeline import Pipeline, Stopper, send_without_loss
 from ._polls import poll_policy, refresh_pending

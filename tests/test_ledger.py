@@ -6,7 +6,8 @@ import anyio
 import pytest
 
 from bulkretry import JobSettings
-from bulkretry._ledger import HistoryLedger, open_ledger
+from bulkretry._history_ledger import HistoryLedger
+from bulkretry._open_ledger import open_ledger
 from bulkretry._settings import HistoryLocation
 
 
