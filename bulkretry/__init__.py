@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 if _TYPE_CHECKING:
     from ._api import RetriggerJob, list_failed, retrigger
+    from ._api_settings import ApiSettings, ClientCredentials, load_api_settings
     from ._discovery import Lister, ListingSettings, RunRecord
     from ._errors import (
         APIError,
@@ -29,6 +30,7 @@ if _TYPE_CHECKING:
         UsageError,
     )
     from ._follow import Cadence, FollowSettings
+    from ._history_location import HistoryLocation
     from ._outcomes import (
         Failed,
         Finished,
@@ -40,13 +42,7 @@ if _TYPE_CHECKING:
         Summary,
         Uncertain,
     )
-    from ._settings import (
-        ApiSettings,
-        ClientCredentials,
-        HistoryLocation,
-        JobSettings,
-        load_api_settings,
-    )
+    from ._settings import JobSettings
     from ._text import Secret
 
     __version__: str
@@ -79,13 +75,9 @@ _HOMES = {
         "Summary",
         "Uncertain",
     ),
-    "._settings": (
-        "ApiSettings",
-        "ClientCredentials",
-        "HistoryLocation",
-        "JobSettings",
-        "load_api_settings",
-    ),
+    "._api_settings": ("ApiSettings", "ClientCredentials", "load_api_settings"),
+    "._history_location": ("HistoryLocation",),
+    "._settings": ("JobSettings",),
     "._text": ("Secret",),
 }
 """Where each public name lives. Imported on first use (PEP 562), so that ``bulkretry``

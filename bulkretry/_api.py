@@ -21,6 +21,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._admission import Admission
+from ._api_settings import ApiSettings
 from ._attempts import Backoff
 from ._discovery import Lister, ListingSettings
 from ._follow import Follower, FollowSettings
@@ -29,7 +30,7 @@ from ._open_ledger import open_ledger
 from ._outcomes import Finished, Line, Retriggered, Skipped
 from ._pipeline import Pipeline, Stopper, send_without_loss
 from ._polls import poll_policy, refresh_pending
-from ._settings import ApiSettings, JobSettings
+from ._settings import JobSettings
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService

@@ -14,10 +14,11 @@ import aiohttp
 import anyio
 import orjson
 
+from ._api_settings import ClientCredentials
 from ._attempts import Attempts, Backoff, GaveUp, Policy, parse_retry_after
 from ._body import ANSWER_CAP, read_capped
 from ._errors import APIError, AuthError, ConnectError
-from ._settings import DEFAULT_MAX_ATTEMPTS, ClientCredentials
+from ._settings import DEFAULT_MAX_ATTEMPTS
 from ._text import Secret, scrub
 
 _USUAL_LIFETIME: Final = 86400.0

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import HistoryError, UsageError
-from ._settings import HistoryLocation
+from ._history_location import HistoryLocation
 
 if TYPE_CHECKING:
     import psycopg

@@ -35,9 +35,9 @@ import anyio.to_thread
 
 from ._database import Db, connect_pg, connect_sqlite, mapped
 from ._errors import UsageError
+from ._history_location import HistoryLocation
 from ._lineage import Chain, Claim, ClaimPolicy, Lineage, RunRow, chains_of, verdict
 from ._outcomes import Failed, Outcome, Retriggered, Uncertain
-from ._settings import HistoryLocation
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ import pytest
 
 from bulkretry import Failed, Retriggered, Skipped, Uncertain, UsageError
 from bulkretry._history import SCHEMA_VERSION, History
+from bulkretry._history_location import HistoryLocation, history_location, mask_url
 from bulkretry._lineage import Claim, ClaimPolicy, tally
-from bulkretry._settings import HistoryLocation, history_location, mask_url
 from bulkretry._text import Secret
 
 pytestmark = pytest.mark.anyio

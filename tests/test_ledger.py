@@ -7,8 +7,8 @@ import pytest
 
 from bulkretry import JobSettings
 from bulkretry._history_ledger import HistoryLedger
+from bulkretry._history_location import HistoryLocation
 from bulkretry._open_ledger import open_ledger
-from bulkretry._settings import HistoryLocation
 
 
 @pytest.mark.anyio

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from bulkretry import ApiSettings, AuthError, Failed, Secret, UsageError
+from bulkretry._api_settings import check_url, load_api_settings
 from bulkretry._auth import StaticToken
 from bulkretry._report import Redactor, Report
-from bulkretry._settings import check_url, load_api_settings
 from bulkretry._text import REDACTED
 from bulkretry.emulator import Emulator, Faults, Run, serve_in_thread
 

@@ -1,16 +1,16 @@
 import pytest
 
-from bulkretry._discovery import ListingSettings
-from bulkretry._errors import UsageError
-from bulkretry._settings import (
+from bulkretry._api_settings import (
     DEFAULT_BASE_URL,
     DEFAULT_SCOPES,
     ClientCredentials,
-    JobSettings,
-    Secret,
     check_url,
     load_api_settings,
 )
+from bulkretry._discovery import ListingSettings
+from bulkretry._errors import UsageError
+from bulkretry._settings import JobSettings
+from bulkretry._text import Secret
 from bulkretry.cli.parser import build_parser
 
 BASE = {"AEP_ORG_ID": "ORG@AdobeOrg", "AEP_ACCESS_TOKEN": "tok-secret", "AEP_API_KEY": "key"}

@@ -7,8 +7,8 @@ import pytest
 
 from bulkretry import Retriggered
 from bulkretry._history import History
+from bulkretry._history_location import HistoryLocation
 from bulkretry._lineage import Claim, ClaimPolicy
-from bulkretry._settings import HistoryLocation
 from bulkretry.emulator import Lifecycle, Run
 
 from .conftest import ORG, cli_env, run_cli

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import anyio
 
+from bulkretry._api_settings import DEFAULT_SANDBOX, ApiSettings, load_api_settings
 from bulkretry._errors import UsageError
-from bulkretry._settings import DEFAULT_SANDBOX, ApiSettings, load_api_settings
 
 from .console import say
 

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from bulkretry import _api as api
+from bulkretry._api_settings import ApiSettings
 from bulkretry._follow import Cadence, FollowSettings
+from bulkretry._history_location import HistoryLocation
 from bulkretry._outcomes import Finished, Line
 from bulkretry._report import Report
-from bulkretry._settings import ApiSettings, HistoryLocation, JobSettings
+from bulkretry._settings import JobSettings
 from bulkretry._sources import InputFiles
 from bulkretry._text import Secret
 from bulkretry.emulator import Emulator, Lifecycle, serve

@@ -13,10 +13,11 @@ import anyio.to_thread
 import orjson
 
 from bulkretry import _api as api
+from bulkretry._api_settings import ApiSettings
 from bulkretry._discovery import ListingSettings, parse_since
 from bulkretry._history import History
+from bulkretry._history_location import HistoryLocation, history_location
 from bulkretry._report import write_lines
-from bulkretry._settings import ApiSettings, HistoryLocation, history_location
 
 from .commands import _api_settings, _run
 from .console import EXIT_OK, EXIT_PROBLEMS, EXIT_STOPPED, say, setup_diagnostics

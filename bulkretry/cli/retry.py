@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 import anyio
 
 from bulkretry import _api as api
+from bulkretry._api_settings import ApiSettings, check_url
 from bulkretry._follow import Cadence, FollowSettings
+from bulkretry._history_location import history_location
 from bulkretry._outcomes import Finished, Line, Summary
 from bulkretry._report import Report
-from bulkretry._settings import ApiSettings, JobSettings, check_url, history_location
+from bulkretry._settings import JobSettings
 from bulkretry._sources import InputFiles
 
 from .commands import _api_settings, _history_key, _run

@@ -12,18 +12,13 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from bulkretry import _api as api
+from bulkretry._api_settings import ApiSettings
 from bulkretry._discovery import parse_since
 from bulkretry._errors import UsageError
 from bulkretry._history import History
+from bulkretry._history_location import HistoryLocation, history_location
 from bulkretry._lineage import Chain, Count, tally
-from bulkretry._settings import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_GENERATIONS,
-    ApiSettings,
-    HistoryLocation,
-    JobSettings,
-    history_location,
-)
+from bulkretry._settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_GENERATIONS, JobSettings
 
 from .commands import _api_settings, _history_key, _run
 from .console import EXIT_OK, say, setup_diagnostics
