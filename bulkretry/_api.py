@@ -28,9 +28,11 @@ from ._follow import Follower, FollowSettings
 from ._ledger import Ledger
 from ._open_ledger import open_ledger
 from ._outcomes import Finished, Line, Retriggered, Skipped
-from ._pipeline import Pipeline, Stopper, send_without_loss
+from ._pipeline import Pipeline
 from ._polls import poll_policy, refresh_pending
 from ._settings import JobSettings
+from ._stopper import Stopper
+from ._streams import send_without_loss
 
 if TYPE_CHECKING:
     from ._flowservice import FlowService

@@ -2,26 +2,24 @@
 
 A producer validates and deduplicates; workers own a run ID from its claim in the ledger
 (journal, history) to its final outcome. Every run ID read produces exactly one outcome,
-including when the job is stopped part-way.
+including when the job is stopped part-way (``_stopper``; ``_streams`` hands items on
+without losing one).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
 )
-from contextlib import aclosing, contextmanager
-from typing import TYPE_CHECKING, Final, TypeVar
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Final
 
 import anyio
-import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._admission import Admission
@@ -41,56 +39,19 @@ from ._ledger import Ledger, Settled
 from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
 from ._settings import JobSettings
 from ._sources import check_run_id
+from ._stopper import Stopper
+from ._streams import _aiter, send_without_loss
 
 if TYPE_CHECKING:  # at run time only a real job loads aiohttp, not a dry run
     from ._flowservice import Accepted, FlowService
 
 _log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Emit = Callable[[Outcome], Awaitable[None]]
 """Where outcomes go: awaited once per run ID, by the producer and by the workers."""
 
 FATAL_AFTER: Final = 3
 """Consecutive refusals of the caller (401, gateway 403) after which nothing more is sent."""
-
-
-class Stopper:
-    """A stop request that interrupts waits, but never a request already sent."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-        self._scopes: set[anyio.CancelScope] = set()
-        self.failure: str | None = None
-
-    def stop(self, failure: str | None = None) -> None:
-        """Stop taking input and sending; let in-flight requests finish.
-
-        ``failure`` says why when the job itself cannot go on (rather than a user's signal).
-        """
-        if failure is not None and self.failure is None:
-            self.failure = failure
-            _log.error("%s; stopping: nothing more will be sent", failure)
-        self._event.set()
-        for scope in self._scopes:
-            scope.cancel()
-
-    @property
-    def stopped(self) -> bool:
-        """Whether ``stop`` was called."""
-        return self._event.is_set()
-
-    @contextmanager
-    def interruptible(self) -> Iterator[anyio.CancelScope]:
-        """A scope that ``stop`` cancels; check ``cancelled_caught`` afterwards."""
-        with anyio.CancelScope() as scope:
-            if self.stopped:
-                scope.cancel()
-            self._scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                self._scopes.discard(scope)
 
 
 class Pipeline:
@@ -329,33 +290,3 @@ def _failure_outcome(run_id: str, failure: Failure) -> Failed | Uncertain:
         error=failure.describe(),
         attempts=failure.attempts,
     )
-
-
-async def send_without_loss(stream: MemoryObjectSendStream[T], item: T) -> None:
-    """Send without a checkpoint when there is room; wait under a shield when there is not.
-
-    The shield is what makes a stop lossless: an item already read is always delivered.
-    """
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        with anyio.CancelScope(shield=True):
-            await stream.send(item)
-
-
-async def _aiter(
-    items: AsyncIterable[str | Skipped] | Iterable[str | Skipped],
-) -> AsyncGenerator[str | Skipped, None]:
-    if isinstance(items, AsyncIterable):
-        iterator = aiter(items)
-        try:
-            async for item in iterator:
-                yield item
-        finally:  # close the source now (its reader thread, its streams), not at GC time
-            if isinstance(iterator, AsyncGenerator):
-                with anyio.CancelScope(shield=True):
-                    await iterator.aclose()
-    else:
-        for item in items:
-            yield item
-            await anyio.lowlevel.checkpoint()
