@@ -22,6 +22,7 @@ from bulkretry._settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_GENERATIONS, Jo
 
 from .commands import _api_settings, _history_key, _run
 from .console import EXIT_OK, say, setup_diagnostics
+from .flags import _api_flags, _history_flag, _operator_flags, _pace_flags, _positive_int
 from .output import Output
 from .signals import _interrupt
 
@@ -54,9 +55,7 @@ exit status: 0 the history was read, 2 usage error (no org, unusable history).""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Declare ``bulkretry status`` and its flags (the shared ones come from ``parser``)."""
-    from .parser import _api_flags, _history_flag, _operator_flags, _pace_flags, _positive_int  # noqa: PLC0415 - parser imports this module
-
+    """Declare ``bulkretry status`` and its flags (the shared ones come from ``flags``)."""
     status = subparsers.add_parser(
         "status",
         help="what became of the runs bulkretry re-triggered, from the history",
