@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._admission import Admission
 from ._api_settings import ApiSettings
-from ._attempts import Backoff
+from ._backoff import Backoff
 from ._discovery import Lister, ListingSettings
 from ._follow import Follower, FollowSettings
 from ._ledger import Ledger

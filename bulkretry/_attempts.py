@@ -8,32 +8,25 @@ one place that tells admission about 429s serve them all. The shape is stamina's
 Only answers that prove a request was *not* applied are retried (429, 503, failure to
 connect). Everything else is final, because a second re-trigger starts a second
 ingestion; a request that is safe to repeat (a token, a GET) says so with
-``retry_uncertain``.
+``retry_uncertain``. How long to wait between attempts is ``_backoff``'s.
 """
 
 from __future__ import annotations
 
 import enum
-import random
-import re
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Final, Protocol, TypeVar
 
 import anyio
 
+from ._backoff import MAX_RETRY_AFTER, Backoff
 from ._errors import APIError, AuthError, BulkRetryError, ConnectError, ConnectionLostError
 
 T = TypeVar("T")
 
 _SAFE_STATUSES: Final = frozenset({429, 503})
-MAX_RETRY_AFTER: Final = 300.0
-"""A longer Retry-After ends the retries (the request stays not applied) instead of parking
-a worker for hours; honouring it means never sending sooner, and we send never."""
-_SECONDS: Final = re.compile(r"\d+(\.\d+)?")
 
 
 class Decision(enum.Enum):
@@ -66,45 +59,6 @@ def classify(error: BulkRetryError, *, refreshable: bool) -> Decision:
         if 200 <= status < 300 or status >= 500:
             return Decision.UNCERTAIN
     return Decision.REFUSED
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if _SECONDS.fullmatch(value):
-        return float(value)  # delta-seconds; a fraction is not in RFC 9110, but is meant
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-_MAX_DOUBLINGS: Final = 64
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Exponential backoff with full jitter, floored by ``Retry-After``.
-
-    ``base=0`` gives zero waits (apart from ``Retry-After``): tests use that rather than
-    patching sleeps.
-    """
-
-    base: float = 0.5
-    cap: float = 30.0
-    rng: random.Random = field(default_factory=random.Random, compare=False)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Wait before attempt ``attempt + 1``, after ``attempt`` attempts (1-based) failed."""
-        # The exponent stops growing long before a float would overflow (attempt 1100 did).
-        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
-        jittered = self.rng.uniform(0, ceiling) if ceiling > 0 else 0.0
-        return max(jittered, retry_after or 0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,8 @@ import anyio
 import orjson
 
 from ._api_settings import ClientCredentials
-from ._attempts import Attempts, Backoff, GaveUp, Policy, parse_retry_after
+from ._attempts import Attempts, GaveUp, Policy
+from ._backoff import Backoff, parse_retry_after
 from ._body import ANSWER_CAP, read_capped
 from ._errors import APIError, AuthError, ConnectError
 from ._settings import DEFAULT_MAX_ATTEMPTS

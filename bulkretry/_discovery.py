@@ -20,7 +20,8 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from ._admission import Admission
-from ._attempts import Attempts, Backoff, GaveUp, Policy
+from ._attempts import Attempts, GaveUp, Policy
+from ._backoff import Backoff
 from ._errors import UsageError
 from ._runs import run_state
 from ._settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, DEFAULT_TIMEOUT, check_pace

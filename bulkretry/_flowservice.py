@@ -20,8 +20,8 @@ import yarl
 
 from ._answers import HINTS, error_words, refuses_op
 from ._api_settings import ApiSettings, ClientCredentials
-from ._attempts import Backoff, parse_retry_after
 from ._auth import ImsTokens, StaticToken, TokenSource
+from ._backoff import Backoff, parse_retry_after
 from ._body import ANSWER_CAP, PAGE_CAP, read_capped
 from ._errors import APIError, ConnectError, ConnectionLostError, TransportError
 from ._sources import check_run_id

@@ -23,16 +23,8 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._admission import Admission
-from ._attempts import (
-    Attempts,
-    Backoff,
-    Decision,
-    Failure,
-    GaveUp,
-    NotSent,
-    Policy,
-    refuses_the_caller,
-)
+from ._attempts import Attempts, Decision, Failure, GaveUp, NotSent, Policy, refuses_the_caller
+from ._backoff import Backoff
 from ._dedup import SeenIds
 from ._errors import BulkRetryError, JournalError
 from ._ledger import Ledger, Settled

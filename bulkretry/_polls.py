@@ -11,15 +11,8 @@ from urllib.parse import quote
 
 import anyio
 
-from ._attempts import (
-    Attempts,
-    Backoff,
-    Gate,
-    GaveUp,
-    Interrupter,
-    Policy,
-    refuses_the_caller,
-)
+from ._attempts import Attempts, Gate, GaveUp, Interrupter, Policy, refuses_the_caller
+from ._backoff import Backoff
 from ._errors import APIError, BulkRetryError
 from ._runs import RunState, run_in_answer
 

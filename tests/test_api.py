@@ -7,7 +7,7 @@ import pytest
 
 import bulkretry
 from bulkretry import Failed, JobSettings, Planned, Retriggered, Skipped, Uncertain
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 from bulkretry.emulator import Faults, Run
 
 from .conftest import API_KEY, ORG, TOKEN

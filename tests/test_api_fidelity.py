@@ -38,7 +38,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 import bulkretry
 from bulkretry import ClientCredentials, JobSettings, Retriggered, Secret
 from bulkretry._answers import HINTS, error_words, refuses_op
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 from bulkretry._discovery import ListingSettings, parse_since
 from bulkretry._flowservice import RETRIGGER_OPS
 from bulkretry.emulator import Faults, Run

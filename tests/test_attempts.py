@@ -8,16 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry._attempts import (
-    Attempts,
-    Backoff,
-    Decision,
-    Failure,
-    GaveUp,
-    Policy,
-    classify,
-    parse_retry_after,
-)
+from bulkretry._attempts import Attempts, Decision, Failure, GaveUp, Policy, classify
+from bulkretry._backoff import Backoff, parse_retry_after
 from bulkretry._errors import (
     APIError,
     BulkRetryError,

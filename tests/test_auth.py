@@ -23,8 +23,8 @@ from aiohttp import web
 import bulkretry
 from bulkretry import ApiSettings, AuthError, ClientCredentials, JobSettings, Retriggered, Secret
 from bulkretry._api_settings import DEFAULT_SCOPES, check_url, load_api_settings
-from bulkretry._attempts import Backoff
 from bulkretry._auth import ImsTokens, StaticToken
+from bulkretry._backoff import Backoff
 from bulkretry._errors import UsageError
 from bulkretry._flowservice import FlowService
 from bulkretry.emulator import Emulator, Faults, Server, serve

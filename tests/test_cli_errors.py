@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 from bulkretry.emulator import Faults, Run
 
 from .conftest import cli_env, parse_lines, run_cli, spawn_cli

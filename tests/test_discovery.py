@@ -10,8 +10,8 @@ import pytest
 
 import bulkretry
 from bulkretry import Secret
-from bulkretry._attempts import Backoff
 from bulkretry._auth import StaticToken
+from bulkretry._backoff import Backoff
 from bulkretry._discovery import (
     Lister,
     ListingSettings,

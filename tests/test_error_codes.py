@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 import bulkretry
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 from bulkretry._discovery import ListingSettings
 from bulkretry.emulator import Run
 

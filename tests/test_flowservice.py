@@ -12,7 +12,7 @@ from aiohttp import web
 
 import bulkretry
 from bulkretry import ApiSettings, Failed, JobSettings, Retriggered, Secret
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 
 pytestmark = pytest.mark.anyio
 

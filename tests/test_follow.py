@@ -7,7 +7,7 @@ import pytest
 
 import bulkretry
 from bulkretry import Cadence, Finished, FollowSettings, JobSettings, Retriggered
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 from bulkretry.emulator import Faults, Lifecycle, Run
 
 pytestmark = pytest.mark.anyio

@@ -22,7 +22,7 @@ from bulkretry import (
     Skipped,
     Uncertain,
 )
-from bulkretry._attempts import Backoff
+from bulkretry._backoff import Backoff
 from bulkretry._dedup import SeenIds
 from bulkretry._journal import Journal, JournalIndex, Record
 from bulkretry.emulator import Faults
