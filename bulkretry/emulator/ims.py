@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from aiohttp import web
 
+from bulkretry.emulator.fault_answers import oversized_fault
 from bulkretry.emulator.faults import OVERSIZED
-from bulkretry.emulator.flowservice import oversized_fault
 from bulkretry.emulator.model import Emulated
 from bulkretry.emulator.replies import drop, json_reply
 
