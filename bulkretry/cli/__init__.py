@@ -1,8 +1,9 @@
 """The command line: the only part of bulkretry that prints or exits.
 
-``parser`` declares the commands; ``retry``, ``failed``, ``status`` and ``commands`` (what
-they share, and ``demo``) run them on the library API, and ``signals`` stops them. This
-module turns every deliberate error into one line on stderr and an exit status.
+``parser`` declares the commands and ``flags`` the flags they share; ``retry``, ``failed``,
+``status`` and ``commands`` (what they share, and ``demo``) run them on the library API, and
+``signals`` stops them. This module turns every deliberate error into one line on stderr and
+an exit status.
 """
 
 from __future__ import annotations
