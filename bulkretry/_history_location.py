@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from ._errors import UsageError
 from ._text import Secret, scrub
@@ -74,6 +74,9 @@ def history_location(value: str | None, env: Mapping[str, str]) -> HistoryLocati
 _ANY_PG_URL = re.compile(r"(?i)postgres(?:ql)?://[^\s\"']*")
 _USERINFO = re.compile(r"(?s)^[^:]*://(?P<userinfo>.*)@")
 _PARAM = re.compile(r"(?i)password=(?P<value>[^&#\s]*)")
+_DELIMITERS = re.compile(r"[@:/?#]")
+_SHORTEST = 2
+"""A single character masked in a driver's message would mangle it and hide nothing."""
 
 
 def url_passwords(url: str) -> tuple[str, ...]:
@@ -87,18 +90,24 @@ def url_passwords(url: str) -> tuple[str, ...]:
         found.append(userinfo["userinfo"].split(":", 1)[1])
     found += [match["value"] for match in _PARAM.finditer(url)]
     found += [unquote(password) for password in found]
-    return tuple(dict.fromkeys(password for password in found if password))
+    # A driver that splits at another '@' quotes the rest of the password as a "host":
+    # its pieces between URL delimiters are masked in driver messages too.
+    found += [piece for password in found for piece in _DELIMITERS.split(password)]
+    return tuple(dict.fromkeys(password for password in found if len(password) >= _SHORTEST))
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password (and any ``password=`` parameter) replaced by ``***``."""
+    """``url`` with its password (and any ``password=`` parameter) replaced by ``***``.
+
+    The userinfo runs to the last ``@``, as in ``url_passwords``: a password with an
+    unencoded ``/``, ``?`` or ``#`` would otherwise end the host early and show in the path.
+    """
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        urlsplit(url).port  # noqa: B018 - raises ValueError for what does not parse
     except ValueError:
         return "(a URL that does not parse; not shown)"
-    netloc = parts.netloc
-    if password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    return scheme + separator + re.sub(r"(?i)(password=)[^&#\s]*", r"\1***", rest)

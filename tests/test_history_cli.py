@@ -415,6 +415,11 @@ def test_a_postgres_history_lost_mid_job_stops_it_cleanly(emulator, thread_serve
         "postgres://bob:hunter2pass@[::1]:notaport/db",
         "postgresql://bob@[::1/db?password=hunter2pass",
         "postgresql://bob:hunter2%70ass@[::1/db",
+        # unencoded delimiters in the password: the host would end early, the rest show
+        "postgresql://bob:hunter2/pass#1@127.0.0.1:1/db",
+        "postgresql://bob:hunter2?pass@127.0.0.1:1/db",
+        "postgresql://bob:12/hunter2pass@127.0.0.1:1/db",
+        "postgresql://bob:hunter2@pass@127.0.0.1:1/db",  # a driver may read host 'pass@…'
     ],
 )
 def test_a_broken_postgres_url_never_shows_its_password(where, url, thread_server, tmp_path):
