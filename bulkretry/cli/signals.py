@@ -48,12 +48,6 @@ class _Signals:
                     self._job.stop()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """A SIGTERM handler that stops like Ctrl-C (``run`` installs the same at start-up)."""
-    del signum, frame
-    raise KeyboardInterrupt
-
-
 class _StopOnSignal:
     """The first SIGINT/SIGTERM cancels a scope; its name is kept for the closing line."""
 

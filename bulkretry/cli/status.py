@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, BinaryIO, Final
@@ -24,7 +23,6 @@ from .commands import _api_settings, _history_key, _run
 from .console import EXIT_OK, say, setup_diagnostics
 from .flags import _api_flags, _history_flag, _operator_flags, _pace_flags, _positive_int
 from .output import Output
-from .signals import _interrupt
 
 CHAIN_FIELDS = (
     "run_id",
@@ -117,7 +115,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def status_command(args: argparse.Namespace) -> int:
     """``bulkretry status``: one line per original run, or counts per flow and error code."""
-    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: exit 130
     setup_diagnostics(args.log_level)
     location = history_location(args.history, os.environ)
     if location is None:
