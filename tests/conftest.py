@@ -16,6 +16,7 @@ from bulkretry import ApiSettings, Secret
 from bulkretry._journal import JournalIndex, Record
 from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
 
+from .forked import run_forked
 from .postgres import PostgresServer, postgres_server
 
 ORG = "TESTORG@AdobeOrg"
@@ -125,16 +126,9 @@ class CliResult:
 def run_cli(
     args: Sequence[str], *, env: dict[str, str], stdin: bytes = b"", timeout: float = 60
 ) -> CliResult:
-    """Run the installed CLI through its entry point, as users and schedulers do."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bulkretry", *args],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-    return CliResult(done.returncode, done.stdout, done.stderr.decode())
+    """Run ``python -m bulkretry`` as its own process, forked from a pre-imported interpreter."""
+    code, stdout, stderr = run_forked(args, env=env, stdin=stdin, timeout=timeout)
+    return CliResult(code, stdout, stderr.decode())
 
 
 class Spawned(subprocess.Popen[bytes]):
