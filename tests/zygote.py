@@ -12,6 +12,7 @@ the request's status pipe. Started by ``tests.forked``; it ends when that socket
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import io
 import os
@@ -93,6 +94,7 @@ def main() -> None:
     """Serve until the test process goes; in each forked child, run the command."""
     sock = socket.socket(fileno=int(sys.argv[1]))
     _preload()
+    gc.freeze()  # else the children's collections and shutdown copy every page of it
     request = _serve(sock)
     os.chdir(request["cwd"])
     os.environ.clear()
