@@ -22,11 +22,23 @@ PAGE_CAP: Final = 8 * 1024 * 1024
 
 async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     """The whole body, or ``AnswerTooLargeError`` as soon as it passes ``cap`` bytes."""
+    content = response.content
+    if content.is_eof() and "Content-Encoding" not in response.headers:
+        # The whole plain body came with the headers (the usual small answer): take it as
+        # is. What a stream holds is bounded by its flow control, and checked all the same.
+        body = content.read_nowait()
+        if len(body) > cap:
+            raise _too_large(cap)
+        return body
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_any():
+    async for chunk in content.iter_any():
         size += len(chunk)
         if size > cap:
-            raise AnswerTooLargeError(f"answer over the {cap // 1024} KiB cap: stopped reading it")
+            raise _too_large(cap)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(cap: int) -> AnswerTooLargeError:
+    return AnswerTooLargeError(f"answer over the {cap // 1024} KiB cap: stopped reading it")

@@ -11,12 +11,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Final
 
 import aiohttp
 import orjson
 import yarl
+from multidict import CIMultiDict
 
 from ._answers import HINTS, error_words, refuses_op
 from ._api_settings import ApiSettings, ClientCredentials
@@ -67,7 +67,7 @@ class FlowService:
             "Accept": "application/json",
         }
         self._op = RETRIGGER_OPS[0]
-        self._authorized: tuple[str, dict[str, str]] = ("", self._headers)
+        self._authorized: tuple[str, CIMultiDict[str]] = ("", CIMultiDict())
 
     @property
     def tokens(self) -> TokenSource:
@@ -91,7 +91,7 @@ class FlowService:
         while True:
             op = self._op
             url = self._action_url(run_id, op)
-            status, body, headers = await self._request(partial(self._post, url))
+            status, body, headers = await self._request("POST", url, (), ANSWER_CAP)
             if op == RETRIGGER_OPS[-1] or status not in _OP_REFUSALS or not refuses_op(body, op):
                 break
             self._switch_op(op, status, body)
@@ -147,9 +147,7 @@ class FlowService:
         url = yarl.URL.build(
             scheme=self._scheme, authority=self._authority, path=self._path + path, encoded=True
         )
-        status, body, headers = await self._request(
-            lambda token: self._send("GET", url, params, token, PAGE_CAP)
-        )
+        status, body, headers = await self._request("GET", url, params, PAGE_CAP)
         if not 200 <= status < 300:
             raise self._api_error(status, body, headers)
         try:
@@ -158,19 +156,33 @@ class FlowService:
             raise APIError(status, None, "answer is not JSON") from None
 
     async def _request(
-        self, send: Callable[[str], Awaitable[tuple[int, bytes, Mapping[str, str]]]]
+        self, method: str, url: yarl.URL, params: Sequence[tuple[str, str]], cap: int
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        """Send with the current token (``send(token)``); a refused one is dropped."""
+        """Send with the current token; a refused one is dropped.
+
+        Answers are read whole, up to ``cap`` bytes; aiohttp's exceptions become ours.
+        """
         token = await self._tokens.token()
-        status, body, headers = await send(token)
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params or None,
+                headers=self._with_token(token),
+                allow_redirects=False,
+            ) as response:
+                status, body, headers = (
+                    response.status,
+                    await read_capped(response, cap),
+                    response.headers,
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_error(exc) from exc
         if status == 401 and self._tokens.refreshable:
             # Drop the refused token; a new one is fetched (single-flight) only if the caller
             # sends again, through the rate limit, as an attempt of its own.
             self._tokens.forget(token)
         return status, body, headers
-
-    async def _post(self, url: yarl.URL, token: str) -> tuple[int, bytes, Mapping[str, str]]:
-        return await self._send("POST", url, (), token, ANSWER_CAP)
 
     def _action_url(self, run_id: str, op: str) -> yarl.URL:
         # Run IDs are validated to [A-Za-z0-9_-], so the URL is built pre-encoded: no parsing.
@@ -198,29 +210,12 @@ class FlowService:
         """API text may echo what we sent: mask our secrets before the text goes anywhere."""
         return scrub(text, self._tokens.secrets())
 
-    async def _send(
-        self,
-        method: str,
-        url: yarl.URL,
-        params: Sequence[tuple[str, str]],
-        token: str,
-        cap: int,
-    ) -> tuple[int, bytes, Mapping[str, str]]:
-        try:
-            async with self._session.request(
-                method,
-                url,
-                params=params or None,
-                headers=self._with_token(token),
-                allow_redirects=False,
-            ) as response:
-                return response.status, await read_capped(response, cap), response.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc) from exc
-
-    def _with_token(self, token: str) -> dict[str, str]:
+    def _with_token(self, token: str) -> CIMultiDict[str]:
         if self._authorized[0] != token:  # built once per token, not per request
-            self._authorized = (token, {**self._headers, "Authorization": f"Bearer {token}"})
+            self._authorized = (
+                token,
+                CIMultiDict({**self._headers, "Authorization": f"Bearer {token}"}),
+            )
         return self._authorized[1]
 
 

@@ -14,6 +14,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, BinaryIO, Final
 
 import anyio
@@ -66,12 +67,16 @@ class Redactor:
         Typed ``Any`` because structlog types every processor as dict to dict, while the
         one after the renderer receives and returns bytes.
         """
-        for secret in self._secrets():
-            if len(secret) >= _MIN_SECRET:
-                escaped = orjson.dumps(secret)[1:-1]  # the secret as it appears inside JSON
-                if escaped in line:
-                    line = line.replace(escaped, _REDACTED_BYTES)
+        for escaped in _escaped(tuple(self._secrets())):
+            if escaped in line:
+                line = line.replace(escaped, _REDACTED_BYTES)
         return line
+
+
+@lru_cache(maxsize=8)
+def _escaped(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The secrets long enough to be real, as they appear inside JSON: once per set, not line."""
+    return tuple(orjson.dumps(s)[1:-1] for s in secrets if len(s) >= _MIN_SECRET)
 
 
 class _Lines:

@@ -7,6 +7,7 @@ masks API answers, the report masks rendered lines, the parser shows bad input.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, quote_plus
@@ -27,34 +28,70 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     run of ``FRAGMENT`` or more characters shared with a secret is replaced by ``REDACTED``.
     Mask before cutting text short: a cut would otherwise leave a prefix unrecognised.
     """
-    for secret in secrets:
-        for form, pieces in _forms(secret):
-            if form in text:
-                text = text.replace(form, REDACTED)
-            if pieces:
-                text = _mask_fragments(text, pieces)
+    forms = _forms(tuple(secrets))
+    if forms.absent_from(text):
+        return text  # the common case: every answer is scrubbed, the re-trigger's twice
+    return _mask(text, forms)
+
+
+def _mask(text: str, forms: _Forms) -> str:
+    """Every form and every run of its pieces masked: the full scan ``scrub`` mostly skips."""
+    for form, pieces in forms.each:
+        if form in text:
+            text = text.replace(form, REDACTED)
+        if pieces:
+            text = _mask_fragments(text, pieces)
     return text
 
 
-@lru_cache(maxsize=32)
-def _forms(secret: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    """The secret as sent (header, JSON) and URL-encoded, each with its 8-character pieces.
+_QUAD: Final = FRAGMENT // 2
 
-    Worked out once per secret: every answer is scrubbed, the re-trigger's twice.
+
+@dataclass(frozen=True, slots=True)
+class _Forms:
+    """Every form of a set of secrets, and a quick test that none can be in a text.
+
+    Any run of ``FRAGMENT`` characters shared with a form holds a ``FRAGMENT // 2``-character
+    piece of it starting at a multiple of ``FRAGMENT // 2`` in the text: so one look at
+    those few slices clears a text that holds nothing of a secret.
     """
-    if not secret:
-        return ()
-    forms = sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len, reverse=True)
-    return tuple(
-        (form, frozenset(form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)))
-        for form in forms
+
+    each: tuple[tuple[str, frozenset[str]], ...]  # a form and its FRAGMENT-character pieces
+    short: tuple[str, ...]  # forms shorter than FRAGMENT: only whole ones count
+    quads: frozenset[str]
+
+    def absent_from(self, text: str) -> bool:
+        if any(form in text for form in self.short):
+            return False
+        ends = range(0, len(text) - _QUAD + 1, _QUAD)
+        return self.quads.isdisjoint([text[i : i + _QUAD] for i in ends])
+
+
+@lru_cache(maxsize=32)
+def _forms(secrets: tuple[str, ...]) -> _Forms:
+    """The secrets as sent (header, JSON) and URL-encoded, each with its 8-character pieces.
+
+    Worked out once per set of secrets (a token refresh makes a new set).
+    """
+    forms = sorted(
+        {form for s in secrets if s for form in (s, quote(s, safe=""), quote_plus(s))},
+        key=len,
+        reverse=True,
+    )
+    return _Forms(
+        each=tuple(
+            (form, frozenset(form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)))
+            for form in forms
+        ),
+        short=tuple(form for form in forms if len(form) < FRAGMENT),
+        quads=frozenset(
+            form[i : i + _QUAD] for form in forms for i in range(len(form) - _QUAD + 1)
+        ),
     )
 
 
 def _mask_fragments(text: str, pieces: frozenset[str]) -> str:
     """Replace every run of text made of ``FRAGMENT``-character ``pieces`` of a secret."""
-    if pieces.isdisjoint({text[i : i + FRAGMENT] for i in range(len(text) - FRAGMENT + 1)}):
-        return text  # the common case, found by one set operation
     spans: list[list[int]] = []
     for start in range(len(text) - FRAGMENT + 1):
         if text[start : start + FRAGMENT] in pieces:

@@ -3,8 +3,10 @@
 from urllib.parse import quote_plus
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bulkretry._text import FRAGMENT, scrub
+from bulkretry._text import FRAGMENT, _forms, _mask, scrub
 from bulkretry.emulator import Emulator, Faults
 
 from .conftest import API_KEY, ORG, TOKEN, cli_env, run_cli
@@ -31,6 +33,21 @@ def test_scrub_masks_whole_encoded_and_partial_echoes():
     text = f"a {ODD_SECRET} b {quote_plus(ODD_SECRET)} c {ODD_SECRET[:9]}... d Zx+9 e"
     masked = scrub(text, [ODD_SECRET])
     assert masked == "a [REDACTED] b [REDACTED] c [REDACTED]... d Zx+9 e"
+
+
+@given(
+    secret=st.text(min_size=1, max_size=40),
+    before=st.text(max_size=12),
+    after=st.text(max_size=12),
+    start=st.integers(0, 40),
+    length=st.integers(0, 40),
+)
+def test_the_quick_check_never_clears_text_the_full_scan_would_mask(
+    secret, before, after, start, length
+):
+    """Text holding any slice of a secret gets exactly what the full scan gives it."""
+    text = before + secret[start : start + length] + after
+    assert scrub(text, [secret, "another-secret"]) == _mask(text, _forms((secret, "another-secret")))
 
 
 def test_a_token_echoed_in_a_2xx_body_never_shows_even_in_part(emulator, thread_server, tmp_path):
