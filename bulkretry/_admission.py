@@ -245,13 +245,23 @@ class Admission:
         """True when nothing would make a request wait: no rate limit, not slowed."""
         return self._pace.free and self._governor.idle(time.monotonic())
 
+    def try_start(self) -> bool:
+        """Start a request now when nothing would make it wait: the unlimited case's cost."""
+        if not self._pace.free:
+            return False
+        governor, now = self._governor, time.monotonic()
+        if not governor.idle(now):
+            return False
+        governor.started(now)
+        return True
+
     async def wait(self) -> None:
         """Wait for the governor's turn while it paces, then for the user's rate.
 
         While the governor paces, waiters queue on a lock and only the first sleeps,
         re-reading the pace when it wakes, so a cut applies to requests already waiting.
-        ``--rate`` alone never takes the lock (its meter queues waiters itself), and when
-        ``free`` this returns without a checkpoint: the unlimited case costs nothing.
+        ``--rate`` alone never takes the lock (its meter queues waiters itself); the
+        unlimited case is ``try_start``'s, with no checkpoint.
         """
         governor = self._governor
         paced = False

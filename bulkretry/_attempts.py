@@ -110,9 +110,8 @@ class NotSent(Exception):  # noqa: N818 - a signal between the request and the l
 class Gate(Protocol):
     """Admission as the loop sees it: wait before a request, hear how it was answered."""
 
-    @property
-    def free(self) -> bool:
-        """True when ``wait`` would return at once."""
+    def try_start(self) -> bool:
+        """Start now when nothing makes the request wait (True); else ``wait`` is due."""
 
     async def wait(self) -> None:
         """Return when the next request may start."""
@@ -227,10 +226,8 @@ class Attempts:
     async def _admit(self) -> bool:
         """Wait for admission; False when the job was stopped meanwhile."""
         gate = self._gate
-        if gate is not None and not gate.free:
+        if gate is not None and not gate.try_start():  # started at once: no checkpoint
             return await self._unless_stopped(gate.wait())
-        if gate is not None:  # the common unlimited case: returns at once, no checkpoint
-            await gate.wait()
         return self._stopper is None or not self._stopper.stopped
 
     async def _sleep(self, seconds: float) -> bool:

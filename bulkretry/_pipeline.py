@@ -156,7 +156,10 @@ class Pipeline:
         # settles already costs no slot of --rate.
         # The claim itself is made after admission, right before each attempt: a run that
         # waits for --rate when the job is killed has left no intent behind.
-        instead = await self._peek(run_id)
+        if self.stopper.stopped:  # read before the stop, never claimed: nothing to undo
+            return Skipped(run_id=run_id, reason="interrupted")
+        ledger = self._ledger
+        instead = await self._peek(ledger, run_id) if ledger is not None else None
         if instead is not None:
             return instead
 
@@ -164,8 +167,10 @@ class Pipeline:
             nonlocal instead
             if self._fatal is not None:
                 raise NotSent  # a tripped breaker: no request
-            if (instead := await self._claim(run_id, flow_id)) is not None:
-                raise NotSent  # no durable intent, or another job has it now
+            if ledger is not None:
+                instead = await self._claim(ledger, run_id, flow_id)
+                if instead is not None:
+                    raise NotSent  # no durable intent, or another job has it now
             # A resend with the other op spelling waits its turn like any request.
             return await client.retrigger(run_id, admit=self._admission.wait)
 
@@ -173,21 +178,13 @@ class Pipeline:
             self._policy,
             gate=self._admission,
             stopper=self.stopper,
-            ready=lambda: self._fatal is None,  # a tripped breaker answers at once, no wait
+            ready=self._unbroken,
             on_failure=lambda failure: self._failed_attempt(run_id, failure),
         )
         try:
             accepted = await attempts.run(send)
         except GaveUp as end:
-            if instead is not None and _settled_elsewhere(instead):
-                return instead  # the ledger's word on a later attempt (another job sent it)
-            if end.failure is not None:  # stopped between attempts, or a final failure
-                return _failure_outcome(run_id, end.failure)
-            if self._fatal is not None:
-                return Failed(
-                    run_id=run_id, status=None, error=f"not attempted: {self._fatal}", attempts=0
-                )
-            return instead or Skipped(run_id=run_id, reason="interrupted")
+            return self._gave_up(run_id, end.failure, instead)
         self._refusals = 0
         return self._record_outcome(
             Retriggered(
@@ -199,29 +196,41 @@ class Pipeline:
             )
         )
 
-    async def _peek(self, run_id: str) -> Outcome | None:
+    def _unbroken(self) -> bool:
+        """A tripped breaker answers at once, with no wait for admission."""
+        return self._fatal is None
+
+    def _gave_up(self, run_id: str, failure: Failure | None, instead: Outcome | None) -> Outcome:
+        """The outcome of a run whose attempts ended without an accepted answer."""
+        if instead is not None and _settled_elsewhere(instead):
+            return instead  # the ledger's word on a later attempt (another job sent it)
+        if failure is not None:  # stopped between attempts, or a final failure
+            return _failure_outcome(run_id, failure)
+        if self._fatal is not None:
+            return Failed(
+                run_id=run_id, status=None, error=f"not attempted: {self._fatal}", attempts=0
+            )
+        return instead or Skipped(run_id=run_id, reason="interrupted")
+
+    async def _peek(self, ledger: Ledger, run_id: str) -> Outcome | None:
         """What the ledgers say already, writing nothing: None when the run may be tried."""
-        if self.stopper.stopped:  # read before the stop, never claimed: nothing to undo
-            return Skipped(run_id=run_id, reason="interrupted")
-        if self._ledger is None or self._admission.free:
+        if self._admission.free:
             return None  # nothing to wait for: the claim right away is the look (one query)
         try:
-            return await self._ledger.peek(run_id)
+            return await ledger.peek(run_id)
         except JournalError as error:
             self.stopper.stop(str(error))
             return Skipped(run_id=run_id, reason="interrupted")
 
-    async def _claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
+    async def _claim(self, ledger: Ledger, run_id: str, flow_id: str | None) -> Outcome | None:
         """Intent before send: None when the ledgers hold a durable intent and it may go.
 
         Otherwise what replaces the request: the ledger's answer (already re-triggered,
         uncertain, generation limit), or ``interrupted`` when the intent could not be kept
         (and the job stops: nothing is sent without a durable intent).
         """
-        if self._ledger is None:
-            return None
         try:
-            return await self._ledger.claim(run_id, flow_id)
+            return await ledger.claim(run_id, flow_id)
         except JournalError as error:
             self.stopper.stop(str(error))
             return Skipped(run_id=run_id, reason="interrupted")

@@ -15,7 +15,7 @@ class Stopper:
     """A stop request that interrupts waits, but never a request already sent."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._stopped = False
         self._scopes: set[anyio.CancelScope] = set()
         self.failure: str | None = None
 
@@ -27,14 +27,14 @@ class Stopper:
         if failure is not None and self.failure is None:
             self.failure = failure
             _log.error("%s; stopping: nothing more will be sent", failure)
-        self._event.set()
+        self._stopped = True
         for scope in self._scopes:
             scope.cancel()
 
     @property
     def stopped(self) -> bool:
         """Whether ``stop`` was called."""
-        return self._event.is_set()
+        return self._stopped
 
     @contextmanager
     def interruptible(self) -> Iterator[anyio.CancelScope]:
