@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -198,6 +198,9 @@ def _emitter(
             await send_without_loss(send, outcome)
 
         return into_stream
+
+    if inspect.iscoroutinefunction(on_outcome):  # the CLI's: no layer between
+        return cast("Callable[[Line], Awaitable[None]]", on_outcome)
 
     async def to_handler(outcome: Line) -> None:
         result = on_outcome(outcome)

@@ -1,10 +1,12 @@
 import io
+import re
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from bulkretry._outcomes import Failed, Retriggered, Skipped
-from bulkretry._report import BATCH, REDACTED, Report
+from bulkretry._report import BATCH, REDACTED, Report, _Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +99,25 @@ def test_known_secrets_are_scrubbed_from_every_field():
     [line] = lines(out)
     assert line["error"] == f"bad token {REDACTED} here"
     assert b"s3cr3t-token" not in out.getvalue()
+
+
+def test_timestamps_are_iso_8601_utc_to_the_microsecond():
+    """The clock's timestamp reads back as the moment it was made, six digits, in UTC."""
+    clock = _Clock()
+    for _ in range(3):
+        before = datetime.now(UTC)
+        stamp = clock.now()
+        after = datetime.now(UTC)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+        made = datetime.fromisoformat(stamp)
+        slack = timedelta(microseconds=2)  # float seconds round the last digit
+        assert before - slack <= made <= after + slack
+
+
+def test_the_clock_works_the_date_out_again_in_a_new_second():
+    """A second kept from before is never reused for a later time."""
+    clock = _Clock()
+    clock.now()
+    clock._second -= 1  # as if the last timestamp was made a second ago  # noqa: SLF001
+    clock._prefix = "1999-01-01T00:00:00"  # noqa: SLF001
+    assert not clock.now().startswith("1999")

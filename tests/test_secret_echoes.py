@@ -47,7 +47,8 @@ def test_the_quick_check_never_clears_text_the_full_scan_would_mask(
 ):
     """Text holding any slice of a secret gets exactly what the full scan gives it."""
     text = before + secret[start : start + length] + after
-    assert scrub(text, [secret, "another-secret"]) == _mask(text, _forms((secret, "another-secret")))
+    secrets = (secret, "another-secret")
+    assert scrub(text, secrets) == _mask(text, _forms(secrets))
 
 
 def test_a_token_echoed_in_a_2xx_body_never_shows_even_in_part(emulator, thread_server, tmp_path):
