@@ -7,10 +7,11 @@ their signal handling in ``signals.py``.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -57,7 +58,24 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
     async def main() -> T:
         return await job
 
+    _spare_the_collector()
     return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": _has_uvloop()})
+
+
+YOUNG_OBJECTS: Final = 10_000
+"""Allocations between young-generation collections (CPython's default is 700)."""
+
+
+def _spare_the_collector() -> None:
+    """Collect cycles less often: a job's objects die young, by reference counting.
+
+    Each request allocates a few hundred containers (aiohttp's request and answer, frames,
+    futures) that almost never form cycles; at the default threshold the cyclic collector
+    ran every few requests and took about a sixth of the CPU of a ``--rate 0`` job. What
+    was loaded before the job starts (modules, settings) is frozen: never looked at again.
+    """
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 
 def _has_uvloop() -> bool:
