@@ -19,6 +19,7 @@ from typing import Final
 
 _SHARD_BITS: Final = 12
 _SHARD_MASK: Final = (1 << _SHARD_BITS) - 1
+_LOW: Final = (1 << 64) - 1
 
 
 class SeenIds:
@@ -36,9 +37,7 @@ class SeenIds:
 
     def add(self, run_id: str) -> bool:
         """Remember ``run_id``; False when it was seen before."""
-        digest = blake2b(run_id.encode(), digest_size=16).digest()
-        high = int.from_bytes(digest[:8], "little")
-        low = int.from_bytes(digest[8:], "little")
+        high, low = _fingerprint(run_id)
         shard = low & _SHARD_MASK
         highs = self._highs[shard]
         at = bisect_left(highs, high)
@@ -94,9 +93,7 @@ class Fingerprints:
 
     def _find(self, run_id: str) -> tuple[int, int, int, int]:
         """Shard, fingerprint halves, and the index (or ``-insertion point - 1``)."""
-        digest = blake2b(run_id.encode(), digest_size=16).digest()
-        high = int.from_bytes(digest[:8], "little")
-        low = int.from_bytes(digest[8:], "little")
+        high, low = _fingerprint(run_id)
         shard = low & _SHARD_MASK
         highs, lows = self._highs[shard], self._lows[shard]
         at = bisect_left(highs, high)
@@ -106,3 +103,9 @@ class Fingerprints:
                 return shard, high, low, at
             at += 1
         return shard, high, low, -at - 1
+
+
+def _fingerprint(run_id: str) -> tuple[int, int]:
+    """The ID's 128-bit BLAKE2b digest as two 64-bit halves (high, low)."""
+    value = int.from_bytes(blake2b(run_id.encode(), digest_size=16).digest(), "little")
+    return value & _LOW, value >> 64

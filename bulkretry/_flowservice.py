@@ -109,9 +109,7 @@ class FlowService:
             shown = excerpt(self._scrub(body[:_SCRUB_WINDOW].decode("utf-8", "replace")), 80)
             raise APIError(status, None, f"answer is not the expected JSON with an id: {shown!r}")
         self._check_new_id(status, new_id)
-        # The tutorial's answer is {id, etag}; the OpenAPI file's, a whole run with ``eTag``.
-        etag = next((v for k in ("etag", "eTag") if isinstance(v := answer.get(k), str)), None)
-        # The etag is shown verbatim, except for an echo of our secrets.
+        etag = _etag(answer)  # shown verbatim, except for an echo of our secrets
         return Accepted(new_run_id=new_id, etag=etag and self._scrub(etag), status=status)
 
     def _check_new_id(self, status: int, new_id: str) -> None:
@@ -217,6 +215,15 @@ class FlowService:
                 CIMultiDict({**self._headers, "Authorization": f"Bearer {token}"}),
             )
         return self._authorized[1]
+
+
+def _etag(answer: dict[str, Any]) -> str | None:
+    """The tutorial's answer is {id, etag}; the OpenAPI file's, a whole run with ``eTag``."""
+    etag = answer.get("etag")
+    if isinstance(etag, str):
+        return etag
+    etag = answer.get("eTag")
+    return etag if isinstance(etag, str) else None
 
 
 def _transport_error(exc: BaseException) -> TransportError:
