@@ -143,7 +143,16 @@ class Pipeline:
 
     async def _worker(self, work: MemoryObjectReceiveStream[str], emit: Emit) -> None:
         async with work:
-            async for run_id in work:
+            while True:
+                try:  # a waiting run ID is taken at once: a checkpoint each costs a loop turn
+                    run_id = work.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        run_id = await work.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 await emit(await self._settle(run_id))
 
     async def _settle(self, item: str) -> Outcome:
