@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +14,7 @@ from bulkretry import ApiSettings, Secret
 from bulkretry._journal import JournalIndex, Record
 from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
 
-from .forked import run_forked
+from .forked import ForkedProcess, run_forked
 from .postgres import PostgresServer, postgres_server
 
 ORG = "TESTORG@AdobeOrg"
@@ -131,23 +129,9 @@ def run_cli(
     return CliResult(code, stdout, stderr.decode())
 
 
-class Spawned(subprocess.Popen[bytes]):
-    """A running CLI with all three standard streams piped (typed as present)."""
-
-    stdin: IO[bytes]
-    stdout: IO[bytes]
-    stderr: IO[bytes]
-
-
-def spawn_cli(args: Sequence[str], *, env: dict[str, str]) -> Spawned:
+def spawn_cli(args: Sequence[str], *, env: dict[str, str]) -> ForkedProcess:
     """Start the CLI with pipes on stdin, stdout and stderr, for tests that talk to it live."""
-    return Spawned(
-        [sys.executable, "-m", "bulkretry", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    return ForkedProcess(args, env=env)
 
 
 def parse_lines(stdout: bytes) -> list[dict[str, Any]]:

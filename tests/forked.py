@@ -9,8 +9,9 @@ closed standard streams, resource limits) start a fresh one with ``subprocess``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
-import selectors
+import select
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -63,77 +65,98 @@ def run_forked(
     argv: Sequence[str], *, env: dict[str, str], stdin: bytes, timeout: float
 ) -> tuple[int, bytes, bytes]:
     """Like ``subprocess.run`` of ``python -m bulkretry``: (exit status, stdout, stderr)."""
-    pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, status
-    theirs = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+    process = ForkedProcess(argv, env=env)
     try:
-        _request(argv, env, theirs)
-    finally:
-        for fd in theirs:
-            os.close(fd)
-    pipe = _Pipes(writer=pipes[0][1], reads=[pipes[1][0], pipes[2][0], pipes[3][0]])
-    out, err, status = pipe.communicate(stdin, timeout)
-    _pid, wait_status = (int(field) for field in status.split())
-    return os.waitstatus_to_exitcode(wait_status), out, err
+        stdout, stderr = process.communicate(stdin, timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    return process.wait(), stdout, stderr
 
 
-class _Pipes:
-    """Our ends of one command's pipes, each closed exactly once."""
+class ForkedProcess:
+    """A forked ``python -m bulkretry`` with piped fds 0-2, driven like ``subprocess.Popen``."""
 
-    def __init__(self, *, writer: int, reads: list[int]) -> None:
-        self.writer = writer
-        self.reads = reads
-        self.open = {writer, *reads}
-
-    def close(self, fd: int) -> None:
-        if fd in self.open:
-            self.open.discard(fd)
-            os.close(fd)
-
-    def communicate(self, stdin: bytes, timeout: float) -> list[bytes]:
-        """Feed stdin and read every pipe to its end, as ``Popen.communicate`` does."""
-        got = {fd: bytearray() for fd in self.reads}
-        deadline = time.monotonic() + timeout
+    def __init__(self, argv: Sequence[str], *, env: dict[str, str]) -> None:
+        (in_r, in_w), (out_r, out_w), (err_r, err_w), (status_r, status_w) = (
+            os.pipe() for _ in range(4)
+        )
         try:
-            with selectors.DefaultSelector() as selector:
-                if stdin:
-                    os.set_blocking(self.writer, False)
-                    selector.register(self.writer, selectors.EVENT_WRITE)
-                else:
-                    self.close(self.writer)
-                for fd in self.reads:
-                    selector.register(fd, selectors.EVENT_READ)
-                while selector.get_map():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        _kill(bytes(got[self.reads[-1]]))
-                        raise subprocess.TimeoutExpired("bulkretry", timeout)
-                    for key, _ in selector.select(remaining):
-                        fd = int(key.fd)
-                        if fd == self.writer:
-                            stdin = self._feed(stdin, selector)
-                            continue
-                        chunk = os.read(fd, 65536)
-                        got[fd] += chunk
-                        if not chunk:
-                            selector.unregister(fd)
+            _request(argv, env, [in_r, out_w, err_w, status_w])
         finally:
-            for fd in list(self.open):
-                self.close(fd)
-        return [bytes(got[fd]) for fd in self.reads]
+            for fd in (in_r, out_w, err_w, status_w):
+                os.close(fd)
+        self.args = list(argv)
+        self.stdin: BinaryIO = os.fdopen(in_w, "wb")  # closed by the test, as Popen's
+        self.stdout: BinaryIO = os.fdopen(out_r, "rb")
+        self.stderr: BinaryIO = os.fdopen(err_r, "rb")
+        self._status = os.fdopen(status_r, "rb", buffering=0)  # closed by wait()
+        started = self._status.readline()  # the supervisor writes the pid first, then the status
+        if not started:
+            msg = "the zygote did not start the command (see the test process's stderr)"
+            raise RuntimeError(msg)
+        self.pid = int(started)
+        self.returncode: int | None = None
 
-    def _feed(self, stdin: bytes, selector: selectors.BaseSelector) -> bytes:
-        """Write what the pipe takes; close it when all is written or the reader is gone."""
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status (negative: killed by that signal), as ``Popen.wait``."""
+        if self.returncode is None:
+            if not select.select([self._status], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self.returncode = os.waitstatus_to_exitcode(int(self._status.readline()))
+            self._status.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        """The exit status if the command has ended, else None."""
         try:
-            stdin = stdin[os.write(self.writer, stdin[:65536]) :]
-        except BrokenPipeError:
-            stdin = b""
-        if not stdin:
-            selector.unregister(self.writer)
-            self.close(self.writer)
-        return stdin
+            return self.wait(0)
+        except subprocess.TimeoutExpired:
+            return None
 
+    def send_signal(self, signum: int) -> None:
+        """Signal the command unless it has ended (its pid may be someone else's by now)."""
+        if self.poll() is None:
+            os.kill(self.pid, signum)
 
-def _kill(status: bytes) -> None:
-    """Kill the command whose pid the supervisor reported (if it did)."""
-    if status.strip():
-        os.kill(int(status.split()[0]), signal.SIGKILL)
+    def terminate(self) -> None:
+        """SIGTERM, as ``Popen.terminate``."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL, as ``Popen.kill``."""
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(
+        self,
+        input: bytes | None = None,  # noqa: A002 - Popen.communicate's name
+        timeout: float | None = None,
+    ) -> tuple[bytes | None, bytes | None]:
+        """Feed ``input``, close stdin, read stdout and stderr to their end, then wait."""
+        got: dict[str, bytes] = {}
+
+        def feed() -> None:
+            with contextlib.suppress(BrokenPipeError):  # the command stopped reading
+                if input:
+                    self.stdin.write(input)
+                self.stdin.close()
+
+        def drain(name: str, stream: BinaryIO) -> None:
+            got[name] = stream.read()
+            stream.close()
+
+        threads = [threading.Thread(target=feed)] if not self.stdin.closed else []
+        for name, stream in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if not stream.closed:
+                threads.append(threading.Thread(target=drain, args=(name, stream)))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        for thread in threads:
+            thread.join(None if deadline is None else max(0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        self.wait(None if deadline is None else max(0, deadline - time.monotonic()))
+        return got.get("stdout"), got.get("stderr")
