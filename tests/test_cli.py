@@ -1,5 +1,7 @@
 """The installed command, run through its entry point as users and schedulers run it."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,7 +219,29 @@ def test_a_full_output_disk_is_one_line_and_exit_1(thread_server):
     )
     assert result.code == 1
     assert "cannot write the JSON lines" in result.stderr
+    assert "rerun the same command to resume" in result.stderr  # a retry job resumes
     assert "Traceback" not in result.stderr
+
+
+def test_a_listing_that_cannot_write_its_lines_offers_no_resume(emulator, thread_server):
+    """`failed` into a full disk: exit 1 and one line that does not promise a resume."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    emulator.add_run(Run(id="full-1", flow_id="flow-full"))
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "bulkretry", "failed", "--flow-id", "flow-full"],
+            env=cli_env(thread_server),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert "cannot write" in stderr
+    assert "resume" not in stderr
+    assert "Traceback" not in stderr
 
 
 def test_unrelated_aep_variables_are_left_alone(thread_server):

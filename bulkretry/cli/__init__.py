@@ -19,6 +19,7 @@ from bulkretry._errors import BulkRetryError, OutputError
 __all__ = ["main", "run"]
 
 _STOPPED: Final = 130  # console.EXIT_STOPPED, known before console is imported
+RESUME_HINT: Final = "rerun the same command to resume from the history or --journal"
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -54,11 +55,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     if held:
         sys.stderr.write(f"bulkretry: {signal.Signals(held[0]).name}: stopped before starting\n")
         return _STOPPED
+    resumable = False
     try:
         args = build_parser().parse_args(argv)
+        resumable = getattr(args, "resumable", False)
         return int(args.handler(args))
     except BaseException as exc:  # noqa: BLE001 - every exit path is decided here
-        return _exit_status(exc)
+        return _exit_status(exc, resumable=resumable)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -82,21 +85,25 @@ def _fill_standard_streams() -> None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 - the process's own stream
 
 
-def _exit_status(exc: BaseException) -> int:
-    """One line on stderr and a status for the errors we expect; re-raise anything else."""
+def _exit_status(exc: BaseException, *, resumable: bool) -> int:
+    """One line on stderr and a status for the errors we expect; re-raise anything else.
+
+    ``resumable``: the command was ``retry``, which a rerun resumes (a listing just reruns).
+    """
     leaf = _first_leaf(exc)
     if isinstance(leaf, KeyboardInterrupt):
         return _STOPPED
     from .console import EXIT_PROBLEMS, EXIT_USAGE, error  # noqa: PLC0415 - see run
 
+    hint = f" ({RESUME_HINT})" if resumable else ""
     if isinstance(leaf, OutputError):  # the job ran: not a usage error
-        error(f"{leaf} (with --journal, rerun to resume)")
+        error(f"{leaf}{hint}")
         return EXIT_PROBLEMS
     if isinstance(leaf, BulkRetryError):
         error(str(leaf))
         return EXIT_USAGE
     if isinstance(leaf, BrokenPipeError):
-        error("the output was closed before the job ended (with --journal, rerun to resume)")
+        error(f"the output was closed before the job ended{hint}")
         return EXIT_PROBLEMS
     raise exc
 

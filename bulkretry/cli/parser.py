@@ -158,7 +158,7 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="write the JSON lines here instead of stdout (truncated first)",
     )
     _operator_flags(retry, progress=True)
-    retry.set_defaults(handler=run_retry)
+    retry.set_defaults(handler=run_retry, resumable=True)
 
 
 def _failed_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
