@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,14 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_url(pg_server: PostgresServer) -> str:
     """A fresh, empty database on the session's server (its URL carries the password)."""
     return pg_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def demo_run() -> tuple[CliResult, float]:
+    """One ``bulkretry demo`` per test process, and its seconds: it follows runs in real time."""
+    started = time.monotonic()
+    result = run_cli(["demo"], env=cli_env())
+    return result, time.monotonic() - started
 
 
 def make_emulator(**kwargs: Any) -> Emulator:

@@ -201,7 +201,7 @@ async def test_once_maybe_applied_a_run_stays_uncertain(emulator, api_settings):
 async def test_after_the_breaker_trips_the_rest_fail_without_waiting(emulator, api_settings):
     """After three refusals stop the job, the other IDs get their lines at once, not at --rate."""
     wrong = replace(api_settings, org_id="WRONG@AdobeOrg")
-    with anyio.fail_after(5):  # 30 IDs at rate 2 would take 15 s if each waited for a slot
-        outcomes = await collect([f"b{n}" for n in range(30)], wrong, rate=2, concurrency=1)
+    with anyio.fail_after(3):  # 30 IDs at rate 4 would take 7 s if each waited for a slot
+        outcomes = await collect([f"b{n}" for n in range(30)], wrong, rate=4, concurrency=1)
     assert len(emulator.stats.requests) == 3
     assert sum(o.attempts == 0 for o in outcomes) == 27

@@ -80,9 +80,9 @@ def test_an_oversized_token_answer_is_asked_again(emulator, thread_server):
 
 
 def test_the_timeout_bounds_the_whole_answer_not_each_read(emulator, thread_server):
-    """An answer trickling one byte every 50 ms for ever: `--timeout 1` ends it, `uncertain`."""
+    """An answer trickling one byte every 50 ms for ever: `--timeout 0.4` ends it, `uncertain`."""
     emulator.faults = Faults(script={"slow-1": ["trickle_after"]})
-    args = ["retry", "--rate", "0", "--timeout", "1", "--quiet"]
+    args = ["retry", "--rate", "0", "--timeout", "0.4", "--quiet"]
     started = time.monotonic()
     result = run_cli(args, env=cli_env(thread_server), stdin=b"slow-1\n")
     assert time.monotonic() - started < 10
@@ -95,7 +95,17 @@ def test_the_timeout_bounds_the_whole_answer_not_each_read(emulator, thread_serv
 def test_a_trickling_listing_page_ends_at_the_timeout(emulator, thread_server):
     """`bulkretry failed` meeting a page that never finishes: exit 1 after --timeout, no hang."""
     emulator.faults = Faults(list_script=["trickle_after"])
-    args = ["failed", "--flow-id", "flow-t", "--rate", "0", "--timeout", "1", "--max-attempts", "1"]
+    args = [
+        "failed",
+        "--flow-id",
+        "flow-t",
+        "--rate",
+        "0",
+        "--timeout",
+        "0.4",
+        "--max-attempts",
+        "1",
+    ]
     started = time.monotonic()
     result = run_cli(args, env=cli_env(thread_server))
     assert time.monotonic() - started < 10

@@ -232,17 +232,12 @@ def test_nightly_sh_without_flows_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
-def test_read_results_on_demo_output(tmp_path):
+def test_read_results_on_demo_output(tmp_path, demo_run):
     """read-results.sh maps each re-triggered run of `bulkretry demo` to its new run ID."""
     results = tmp_path / "results.jsonl"
-    with results.open("wb") as out:
-        subprocess.run(
-            [sys.executable, "-m", "bulkretry", "demo"],
-            stdout=out,
-            stderr=subprocess.DEVNULL,
-            timeout=30,
-            check=True,
-        )
+    demo, _ = demo_run
+    assert demo.code == 0, demo.stderr
+    results.write_bytes(demo.stdout)
     events = [orjson.loads(line) for line in results.read_bytes().splitlines()]
     retriggered = {e["run_id"]: e["new_run_id"] for e in events if e["event"] == "retriggered"}
     failed = {e["run_id"] for e in events if e["event"] == "failed"}
