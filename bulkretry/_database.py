@@ -11,7 +11,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,15 +43,12 @@ class Db:
         cursor = self._connection.execute(_pg(sql), values)
         return cursor.fetchall() if cursor.description is not None else []
 
-    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
+    def change(self, sql: str, values: dict[str, Any]) -> int:
+        """A statement that writes, run to its end: how many rows it wrote."""
         if self._sqlite:
             assert isinstance(self._connection, sqlite3.Connection)
-            self._connection.executemany(sql, rows)
-        else:
-            with self._connection.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.executemany(_pg(sql), rows)
+            return self._connection.execute(sql, values).rowcount
+        return self._connection.execute(_pg(sql), values).rowcount
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -106,7 +103,10 @@ def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
         raise UsageError(
             f"history {location}: cannot create its directory {path.parent}: {exc.strerror}"
         ) from None
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    # A group commit's statements differ by their row count: keep them all compiled.
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30, cached_statements=1024
+    )
     try:
         # WAL: a commit is a write() to the log (it reaches the OS, survives kill -9); the
         # fsync comes at checkpoints, like the journal's grouped fsync.

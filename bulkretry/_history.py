@@ -3,13 +3,16 @@
 One table, ``bulkretry_runs``, keyed by (org, sandbox, run_id), in SQLite (stdlib ``sqlite3``)
 or PostgreSQL (psycopg 3, the ``postgres`` extra). A row is a run bulkretry has claimed, or
 one it created by a re-trigger (its lineage: parent, original, generation; and, once someone
-followed it, its final status). Every call runs in one worker thread, one at a time, so the
-event loop never waits on a disk or a socket.
+followed it, its final status). Every call runs in a thread (anyio's, or a ledger's writer
+thread), one at a time on the connection, so the event loop never waits on a disk or a socket.
 
-A claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE … RETURNING``: the database, not a
-read before the write, decides who may send, so concurrent jobs on one history (processes,
-hosts) re-trigger a run at most once. An intent carries its owner and a lease; a live job's
-in-flight claim is never taken over, not even by ``--retry-uncertain`` or ``--again``.
+A claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE``: the database, not a read before
+the write, decides who may send, so concurrent jobs on one history (processes, hosts)
+re-trigger a run at most once. A group commit is a handful of multi-row statements, whatever
+its size: the outcomes, the new runs' lineage, the claims (their count of rows written says
+whether all won; only when not is a second statement needed). An intent carries its owner
+and a lease; a live job's in-flight claim is never taken over, not even by
+``--retry-uncertain`` or ``--again``.
 
 For follow-through (``--wait``, ``bulkretry status``)::
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,6 +43,8 @@ from ._history_location import HistoryLocation
 from ._lineage import Chain, Claim, ClaimPolicy, Lineage, RunRow, chains_of, verdict
 from ._outcomes import Failed, Outcome, Retriggered, Uncertain
 
+Settled = Retriggered | Failed | Uncertain
+
 T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 1
@@ -51,8 +57,8 @@ _SCHEMA: Final = (
         new_run_id TEXT, etag TEXT, status INTEGER, error TEXT, retriggered_at TEXT,
         created_at TEXT, run_status TEXT, records BIGINT, run_error TEXT, finished_at TEXT,
         PRIMARY KEY (org, sandbox, run_id))""",
-    """CREATE INDEX IF NOT EXISTS bulkretry_runs_original
-        ON bulkretry_runs (org, sandbox, original_run_id)""",
+    # No query reads runs by their original; the index an early build made cost every write.
+    "DROP INDEX IF EXISTS bulkretry_runs_original",
     """INSERT INTO bulkretry_schema (key, value) VALUES ('version', :version)
         ON CONFLICT (key) DO NOTHING""",
 )
@@ -71,27 +77,35 @@ WHERE r.generation < :max_generations AND (
     OR (:again = 1 AND r.state = 'retriggered')
     OR ((:again = 1 OR :retry_uncertain = 1)
         AND (r.state = 'uncertain'
-             OR (r.state = 'intent' AND (r.lease_until < :now OR r.owner = :gone)))))
-RETURNING run_id"""
-_CLAIM_BATCH: Final = 500
-"""Claims per statement: one multi-row upsert, well under SQLite's 32,766 parameters."""
+             OR (r.state = 'intent' AND (r.lease_until < :now OR r.owner = :gone)))))"""
+_MINE: Final = """
+SELECT run_id FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id IN ({ids})
+    AND state = 'intent' AND owner = :owner AND claimed_at = :now"""
+"""Which claims of a statement that did not grant all won: ours, made by this transaction."""
+_BATCH: Final = 500
+"""Rows per statement: one multi-row statement, well under SQLite's 32,766 parameters."""
 _ROW: Final = (
     "SELECT state, generation, original_run_id, new_run_id, etag, status, error, owner,"
     " lease_until FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"
 )
+_OUTCOME_ROW: Final = "(:r{n}, :s{n}, :n{n}, :e{n}, CAST(:c{n} AS INTEGER), :x{n})"
+"""One outcome: run ID, state, new run ID, etag, HTTP status, error."""
 _SETTLE: Final = """
-UPDATE bulkretry_runs SET state = :state, new_run_id = :new_run_id, etag = :etag,
-    status = :status, error = :error, owner = NULL, lease_until = NULL,
-    retriggered_at = CASE WHEN :state = 'retriggered' THEN :now ELSE retriggered_at END,
-    run_status = CASE WHEN :state = 'retriggered' AND run_status = 'pending' THEN 'failed'
-                      ELSE run_status END
-WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"""
+WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {rows})
+UPDATE bulkretry_runs AS r SET state = v.state, new_run_id = v.new_run_id, etag = v.etag,
+    status = v.status, error = v.error, owner = NULL, lease_until = NULL,
+    retriggered_at = CASE WHEN v.state = 'retriggered' THEN :now ELSE r.retriggered_at END,
+    run_status = CASE WHEN v.state = 'retriggered' AND r.run_status = 'pending' THEN 'failed'
+                      ELSE r.run_status END
+FROM v WHERE r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id"""
 _CHILD: Final = """
+WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {rows})
 INSERT INTO bulkretry_runs AS c (org, sandbox, run_id, flow_id, generation, parent_run_id,
                                  original_run_id, created_at, run_status)
-SELECT org, sandbox, :new_run_id, flow_id, generation + 1, run_id,
-       COALESCE(original_run_id, run_id), :now, 'pending'
-FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id
+SELECT r.org, r.sandbox, v.new_run_id, r.flow_id, r.generation + 1, r.run_id,
+       COALESCE(r.original_run_id, r.run_id), :now, 'pending'
+FROM v CROSS JOIN bulkretry_runs AS r
+WHERE v.state = 'retriggered' AND r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id
 ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
     flow_id = COALESCE(c.flow_id, excluded.flow_id), generation = excluded.generation,
     parent_run_id = excluded.parent_run_id, original_run_id = excluded.original_run_id,
@@ -129,6 +143,8 @@ class History:
         self._key = {"org": org, "sandbox": sandbox}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._limiter = anyio.CapacityLimiter(1)
+        self._lock = threading.Lock()
+        """The connection's: a ledger's writer thread commits beside ``_call``'s threads."""
 
     def __repr__(self) -> str:
         return f"History({self.location})"
@@ -156,18 +172,23 @@ class History:
         if self._db is not None:
             db, self._db = self._db, None
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+                await anyio.to_thread.run_sync(self._close, db, limiter=self._limiter)
+
+    def _close(self, db: Db) -> None:
+        with self._lock:
+            db.close()
 
     async def _call(self, work: Callable[[Db], T], empty: T) -> T:
-        db = self._db
-        if db is None:
-            return empty
+        return await anyio.to_thread.run_sync(self._run, work, empty, limiter=self._limiter)
 
-        def run() -> T:
+    def _run(self, work: Callable[[Db], T], empty: T) -> T:
+        """In a thread: one transaction at a time on the connection, whichever thread asks."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                return empty
             with mapped(self.location):
                 return db.retrying(lambda: work(db))
-
-        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 
     async def commit(
         self,
@@ -182,6 +203,23 @@ class History:
         touches rows in run ID order; a PostgreSQL deadlock between two jobs' transactions
         is retried whole (``Db.transaction``).
         """
+        return await self._call(self._committer(outcomes, claims, policy), [])
+
+    def commit_now(
+        self,
+        outcomes: Sequence[Retriggered | Failed | Uncertain],
+        claims: Sequence[Claim],
+        policy: ClaimPolicy,
+    ) -> list[Outcome | None]:
+        """``commit``, in the calling thread (a ledger's writer thread): no hop to the loop."""
+        return self._run(self._committer(outcomes, claims, policy), [])
+
+    def _committer(
+        self,
+        outcomes: Sequence[Retriggered | Failed | Uncertain],
+        claims: Sequence[Claim],
+        policy: ClaimPolicy,
+    ) -> Callable[[Db], list[Outcome | None]]:
         now = datetime.now(UTC)
         stamp, lease = now_iso(now), now_iso(now + timedelta(seconds=policy.lease_s))
         shared = {
@@ -194,33 +232,23 @@ class History:
             "retry_uncertain": int(policy.retry_uncertain),
             "gone": "",
         }
-        settled = [self._settled(outcome, stamp) for outcome in outcomes]
-        settled.sort(key=lambda values: values["run_id"])
-        children = [values for values in settled if values["state"] == "retriggered"]
+        latest = {outcome.run_id: outcome for outcome in outcomes}  # the last one counts
+        settled = [latest[run_id] for run_id in sorted(latest)]
         wanted = sorted(claims, key=lambda claim: claim.run_id)
 
         def work(db: Db) -> list[Outcome | None]:
             with db.transaction():
-                db.executemany(_SETTLE, settled)
-                db.executemany(_CHILD, children)
+                for start in range(0, len(settled), _BATCH):
+                    _settle(db, settled[start : start + _BATCH], self._key | {"now": stamp})
                 granted: set[str] = set()
-                for start in range(0, len(wanted), _CLAIM_BATCH):
-                    granted |= _claim_batch(db, wanted[start : start + _CLAIM_BATCH], shared)
+                for start in range(0, len(wanted), _BATCH):
+                    granted |= _claim_batch(db, wanted[start : start + _BATCH], shared)
                 return [
                     None if claim.run_id in granted else self._refusal(db, claim, shared, policy)
                     for claim in claims
                 ]
 
-        return await self._call(work, [])
-
-    def _settled(self, outcome: Retriggered | Failed | Uncertain, stamp: str) -> dict[str, Any]:
-        values: dict[str, Any] = {**self._key, "run_id": outcome.run_id, "now": stamp}
-        values["state"] = outcome.event
-        if isinstance(outcome, Retriggered):
-            values |= {"new_run_id": outcome.new_run_id, "etag": outcome.etag}
-            return values | {"status": outcome.status, "error": None}
-        values |= {"new_run_id": None, "etag": None}
-        return values | {"status": outcome.status, "error": outcome.error}
+        return work
 
     def _refusal(
         self, db: Db, claim: Claim, shared: dict[str, Any], policy: ClaimPolicy
@@ -302,12 +330,48 @@ class History:
 
 
 def _claim_batch(db: Db, claims: Sequence[Claim], shared: dict[str, Any]) -> set[str]:
-    """One multi-row upsert; the run IDs it granted (rows in run ID order: no deadlocks)."""
-    rows = ", ".join(_CLAIM_ROW.format(n=n) for n in range(len(claims)))
+    """One multi-row upsert; the run IDs it granted (rows in run ID order: no deadlocks).
+
+    Its count of rows written says whether all won (the usual case); only when some lost
+    does a second statement read which.
+    """
     values = dict(shared)
     for n, claim in enumerate(claims):
         values[f"r{n}"], values[f"f{n}"] = claim.run_id, claim.flow_id
-    return {row[0] for row in db.execute(_CLAIM_HEAD + rows + _CLAIM_TAIL, values)}
+    if db.change(_CLAIM_HEAD + _rows(_CLAIM_ROW, len(claims)) + _CLAIM_TAIL, values) == len(claims):
+        return {claim.run_id for claim in claims}
+    ids = ", ".join(f":r{n}" for n in range(len(claims)))
+    return {row[0] for row in db.execute(_MINE.format(ids=ids), values)}
+
+
+def _settle(db: Db, outcomes: Sequence[Settled], shared: dict[str, Any]) -> None:
+    """Record outcomes, then each new run's lineage: two multi-row statements."""
+    rows, values = _rows(_OUTCOME_ROW, len(outcomes)), _outcome_values(outcomes, shared)
+    db.change(_SETTLE.format(rows=rows), values)
+    new = [outcome.new_run_id for outcome in outcomes if isinstance(outcome, Retriggered)]
+    if len(set(new)) == len(new):
+        db.change(_CHILD.format(rows=rows), values)
+        return
+    for outcome in outcomes:  # one new run ID answered for two runs: the first one keeps it
+        db.change(_CHILD.format(rows=_rows(_OUTCOME_ROW, 1)), _outcome_values([outcome], shared))
+
+
+def _outcome_values(outcomes: Sequence[Settled], shared: dict[str, Any]) -> dict[str, Any]:
+    values = dict(shared)
+    for n, outcome in enumerate(outcomes):
+        values[f"r{n}"], values[f"s{n}"] = outcome.run_id, outcome.event
+        values[f"c{n}"], values[f"x{n}"] = outcome.status, None
+        values[f"n{n}"] = values[f"e{n}"] = None
+        if isinstance(outcome, Retriggered):
+            values[f"n{n}"], values[f"e{n}"] = outcome.new_run_id, outcome.etag
+        else:
+            values[f"x{n}"] = outcome.error
+    return values
+
+
+@functools.cache
+def _rows(row: str, count: int) -> str:
+    return ", ".join(row.format(n=n) for n in range(count))
 
 
 def _run_row(row: Sequence[Any]) -> RunRow:

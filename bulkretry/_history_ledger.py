@@ -1,12 +1,20 @@
-"""The history as a ledger: claims and outcomes queued meanwhile share one commit."""
+"""The history as a ledger: one writer thread, claims and outcomes queued meanwhile share a commit.
+
+The writer commits back to back, never waiting for the event loop: while one commit is under
+way the next batch fills, so under load a batch holds every claim made during the previous
+commit, and when idle a claim is written at once. One ``call_soon_threadsafe`` per commit
+wakes every worker whose claim it carried. The job runs on asyncio (aiohttp needs it), so the
+writer reaches the loop through asyncio directly.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.lowlevel
 
 from ._errors import HistoryError
 from ._history import History
@@ -14,20 +22,19 @@ from ._ledger import Settled
 from ._lineage import Claim, ClaimPolicy
 from ._outcomes import Finished, Outcome
 
-GROUP = 16
-"""Claims that go to a commit at once; fewer wait one turn of the event loop for company."""
-
 
 @dataclass(slots=True)
-class _Waiter:
-    claim: Claim
+class _Batch:
+    """The claims one commit carries, and the one event that wakes all their workers."""
+
+    claims: list[Claim] = field(default_factory=list)
+    answers: list[Outcome | None] = field(default_factory=list)
+    error: BaseException | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
-    answer: Outcome | None = None
-    error: HistoryError | None = None
 
 
 class HistoryLedger:
-    """The history, with group commits: claims and outcomes queued meanwhile share one commit.
+    """The history, with group commits by a writer thread that ``serve`` runs.
 
     A worker's claim waits for the commit that carries it (the intent is in the database
     before the request leaves); an outcome does not wait, it rides with the next commit.
@@ -43,23 +50,32 @@ class HistoryLedger:
         self._history = history
         self._policy = policy
         self._on_failure = on_failure
-        self._claims: list[_Waiter] = []
-        self._outcomes: list[Settled] = []
-        self._wake = anyio.Event()
         self._failure: HistoryError | None = None
-        self._busy = anyio.Lock()
+        # Shared with the writer thread, under ``_queue``:
+        self._queue = threading.Condition(threading.Lock())
+        self._next: _Batch | None = None
+        """The batch the writer takes next (None: nothing to write)."""
+        self._outcomes: list[Settled] = []
+        self._writing: _Batch | None = None
+        self._idle = False
+        self._stopping = False
 
     async def claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
+        """Join the next commit and wait for it.
+
+        Not shielded: a worker cancelled meanwhile leaves the commit to go on without it; a
+        granted intent then stays without an outcome (``uncertain`` later, as after ``kill -9``).
+        """
         if self._failure is not None:
             raise self._failure
-        waiter = _Waiter(Claim(run_id=run_id, flow_id=flow_id))
-        self._claims.append(waiter)
-        self._wake.set()
-        with anyio.CancelScope(shield=True):  # a claim in a commit is decided either way
-            await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.answer
+        with self._queue:
+            batch = self._batch()
+            index = len(batch.claims)
+            batch.claims.append(Claim(run_id=run_id, flow_id=flow_id))
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.answers[index]
 
     async def peek(self, run_id: str) -> Outcome | None:
         if self._failure is not None:
@@ -69,27 +85,43 @@ class HistoryLedger:
     def record(self, outcome: Settled) -> None:
         if self._failure is not None:
             raise self._failure
-        self._outcomes.append(outcome)
-        self._wake.set()
+        with self._queue:
+            self._outcomes.append(outcome)
+            self._batch()
 
     def release(self, run_id: str, instead: Outcome) -> None:
         """Never needed: the history is the last ledger asked."""
         del run_id, instead
 
     async def serve(self) -> None:
-        while True:
-            await self._wake.wait()
-            if len(self._claims) < GROUP:  # workers admitted in the same turn join the group
-                await anyio.lowlevel.checkpoint()
-            self._wake = anyio.Event()
-            await self._commit()
+        """Run the writer thread until cancelled; it writes what is queued, then ends."""
+        loop = asyncio.get_running_loop()
+        ended = anyio.Event()
+
+        def writer() -> None:
+            try:
+                self._write(loop)
+            finally:
+                loop.call_soon_threadsafe(ended.set)
+
+        self._stopping = False
+        threading.Thread(target=writer, name="bulkretry-history", daemon=True).start()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with self._queue:
+                self._stopping = True
+                self._queue.notify()
+            with anyio.CancelScope(shield=True):
+                await ended.wait()
 
     async def flush(self) -> None:
-        with anyio.CancelScope(shield=True):
-            async with self._busy:  # a commit under way finishes first
-                pass
-            while self._outcomes or self._claims:
-                await self._commit()
+        """Wait for the commit that carries every outcome recorded so far."""
+        with self._queue:
+            last = self._writing if self._next is None and not self._outcomes else self._batch()
+        if last is not None:
+            with anyio.CancelScope(shield=True):
+                await last.done.wait()
 
     async def finished(self, line: Finished) -> None:
         """Record the new run's end (its lineage may still be in the queue: order is free)."""
@@ -100,28 +132,49 @@ class HistoryLedger:
                 line.new_run_id, status=line.status, records=line.records, error=line.error
             )
         except HistoryError as error:
+            self._fail(error)
+
+    def _batch(self) -> _Batch:
+        """The batch being filled (under ``_queue``), waking the writer for a new one."""
+        if self._next is None:
+            self._next = _Batch()
+            if self._idle:
+                self._queue.notify()
+        return self._next
+
+    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer thread: take what is queued, commit it, hand the answers to the loop."""
+        broken: BaseException | None = None
+        while True:
+            with self._queue:
+                self._writing = None
+                while self._next is None and not self._stopping:
+                    self._idle = True
+                    self._queue.wait()
+                    self._idle = False
+                batch, self._next = self._next, None
+                outcomes, self._outcomes = self._outcomes, []
+                if batch is None:
+                    return
+                self._writing = batch
+            if broken is None:  # after a failure nothing more is written: the job stops
+                try:
+                    batch.answers = self._history.commit_now(outcomes, batch.claims, self._policy)
+                except Exception as error:  # noqa: BLE001 - every waiter hears it, none hangs
+                    broken = error
+            batch.error = broken
+            try:
+                loop.call_soon_threadsafe(self._answer, batch)
+            except RuntimeError:  # the loop is gone (torn down): nobody waits any more
+                return
+
+    def _answer(self, batch: _Batch) -> None:
+        """On the loop: wake the batch's workers; a failure stops the job."""
+        if isinstance(batch.error, HistoryError):
+            self._fail(batch.error)
+        batch.done.set()
+
+    def _fail(self, error: HistoryError) -> None:
+        if self._failure is None:
             self._failure = error
             self._on_failure(str(error))
-
-    async def _commit(self) -> None:
-        async with self._busy:
-            waiters, self._claims = self._claims, []
-            outcomes, self._outcomes = self._outcomes, []
-            if not waiters and not outcomes:
-                return
-            try:
-                if self._failure is not None:
-                    raise self._failure
-                claims = [waiter.claim for waiter in waiters]
-                answers = await self._history.commit(outcomes, claims, self._policy)
-            except HistoryError as error:
-                if self._failure is None:
-                    self._failure = error
-                    self._on_failure(str(error))
-                for waiter in waiters:
-                    waiter.error = self._failure
-                    waiter.done.set()
-                return
-            for waiter, answer in zip(waiters, answers, strict=True):
-                waiter.answer = answer
-                waiter.done.set()

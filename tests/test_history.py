@@ -261,3 +261,26 @@ async def test_a_dead_local_jobs_claim_is_taken_without_waiting(location):
         [plain] = await later.commit([], claims("orphan"), POLICY)
         assert isinstance(plain, Uncertain) and "intent with no outcome" in plain.error
         assert await later.commit([], claims("orphan"), ClaimPolicy(retry_uncertain=True)) == [None]
+
+
+async def test_one_commit_records_many_outcomes_and_their_lineage(location):
+    """A group commit: the last outcome of a run counts; a new run ID answered twice goes to one."""
+    async with await History.open(location, org="o", sandbox="s") as history:
+        await history.commit([], claims("a", "b", "c", "d", flow_id="f"), POLICY)
+        outcomes = [
+            Failed(run_id="a", status=500, error="first try", attempts=1),
+            Retriggered(run_id="a", new_run_id="a-2", etag='"e"', attempts=2, status=200),
+            Retriggered(run_id="c", new_run_id="same-new", etag=None, attempts=1, status=200),
+            Retriggered(run_id="b", new_run_id="same-new", etag=None, attempts=1, status=200),
+            Uncertain(run_id="d", status=None, error="timed out", attempts=1),
+        ]
+        answers = await history.commit(outcomes, claims("a", "b", "d", "e"), POLICY)
+        assert answers[0] == Skipped(
+            run_id="a", reason="already-retriggered", new_run_id="a-2", etag='"e"'
+        )
+        assert answers[1].reason == "already-retriggered"  # type: ignore[union-attr]
+        assert isinstance(answers[2], Uncertain) and answers[2].error == "timed out"
+        assert answers[3] is None
+        lineage = await history.lineage(["a-2", "same-new"])
+        assert (lineage["a-2"].generation, lineage["a-2"].original_run_id) == (1, "a")
+        assert lineage["same-new"].original_run_id == "b"  # the first by run ID keeps it

@@ -5,7 +5,8 @@ from datetime import datetime
 import anyio
 import pytest
 
-from bulkretry import JobSettings
+from bulkretry import Failed, JobSettings, Retriggered, Skipped
+from bulkretry._errors import HistoryError
 from bulkretry._history_ledger import HistoryLedger
 from bulkretry._history_location import HistoryLocation
 from bulkretry._open_ledger import open_ledger
@@ -32,3 +33,86 @@ async def test_a_claim_outlasts_an_op_switch_resend_queued_behind_the_rate(tmp_p
     held = datetime.fromisoformat(lease) - datetime.fromisoformat(claimed)
     # 30 s request + 10 / 0.1 s queue + 30 s resend, and the margin on top.
     assert held.total_seconds() >= 30 + 100 + 30
+
+
+async def _opened(stack, path, on_failure):
+    """A job's history ledger on ``path``."""
+    settings = JobSettings(rate=0, concurrency=8, history=HistoryLocation(path=path))
+    ledger = await open_ledger(stack, settings, ("ORG@AdobeOrg", "prod"), on_failure)
+    assert isinstance(ledger, HistoryLedger)
+    return ledger
+
+
+@pytest.mark.anyio
+async def test_claims_made_together_share_a_commit_each_with_its_answer(tmp_path):
+    """Workers claiming at once each hear their own run's answer; flush makes outcomes durable."""
+    path = tmp_path / "history.sqlite3"
+    answers: dict[str, object] = {}
+    async with AsyncExitStack() as stack:
+        ledger = await _opened(stack, path, lambda _: None)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ledger.serve)
+            assert await ledger.claim("done-before", None) is None
+            ledger.record(
+                Retriggered(
+                    run_id="done-before", new_run_id="n0", etag=None, attempts=1, status=200
+                )
+            )
+
+            async def claim(run_id):
+                answers[run_id] = await ledger.claim(run_id, "flow")
+                if answers[run_id] is None:
+                    new = f"{run_id}-new"
+                    ledger.record(
+                        Retriggered(
+                            run_id=run_id, new_run_id=new, etag=None, attempts=1, status=200
+                        )
+                    )
+
+            async with anyio.create_task_group() as workers:
+                for run_id in ("done-before", *(f"run-{n}" for n in range(20))):
+                    workers.start_soon(claim, run_id)
+            await ledger.flush()
+            tasks.cancel_scope.cancel()
+    assert isinstance(answers.pop("done-before"), Skipped)
+    assert set(answers.values()) == {None}
+    with sqlite3.connect(path) as db:
+        states = dict(
+            db.execute("SELECT run_id, state FROM bulkretry_runs WHERE state IS NOT NULL")
+        )
+        children = db.execute("SELECT count(*) FROM bulkretry_runs WHERE generation = 1").fetchone()
+    assert states == {"done-before": "retriggered"} | {f"run-{n}": "retriggered" for n in range(20)}
+    assert children == (21,)
+
+
+@pytest.mark.anyio
+async def test_a_database_failing_under_a_batch_fails_each_claim_and_stops_once(tmp_path):
+    """Every claim in the failed commit hears the error; the job is told once; nothing more goes."""
+    path = tmp_path / "history.sqlite3"
+    failures: list[str] = []
+    errors: list[HistoryError] = []
+    async with AsyncExitStack() as stack:
+        ledger = await _opened(stack, path, failures.append)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ledger.serve)
+            assert await ledger.claim("before", None) is None
+            with sqlite3.connect(path) as other:  # the database breaks under the job
+                other.execute("DROP TABLE bulkretry_runs")
+
+            async def claim(run_id):
+                try:
+                    await ledger.claim(run_id, None)
+                except HistoryError as error:
+                    errors.append(error)
+
+            async with anyio.create_task_group() as workers:
+                for n in range(10):
+                    workers.start_soon(claim, f"run-{n}")
+            assert len(errors) == 10
+            assert len(failures) == 1 and "no such table" in failures[0]
+            with pytest.raises(HistoryError):
+                await ledger.claim("later", None)
+            with pytest.raises(HistoryError):
+                ledger.record(Failed(run_id="before", status=500, error="x", attempts=1))
+            await ledger.flush()  # returns: nothing more can be written
+            tasks.cancel_scope.cancel()
