@@ -112,6 +112,9 @@ def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
         # fsync comes at checkpoints, like the journal's grouped fsync.
         _wal(connection)
         connection.execute("PRAGMA synchronous=NORMAL")
+        # A group commit's multi-row statements sort and join in small temporary tables: in
+        # memory, not a file created and unlinked for each statement.
+        connection.execute("PRAGMA temp_store=MEMORY")
     except BaseException:
         connection.close()
         raise
