@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import psycopg
 
 T = TypeVar("T")
+Values = dict[str, Any] | list[Any]
 
 _TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 _RETRIES = 5
@@ -36,19 +37,20 @@ class Db:
         self._connection = connection
         self._sqlite = isinstance(connection, sqlite3.Connection)
 
-    def execute(self, sql: str, values: dict[str, Any]) -> list[Any]:
+    def execute(self, sql: str, values: Values) -> list[Any]:
+        """A statement's rows; values by ``:name`` (a dict) or by ``?N`` (a list)."""
         if self._sqlite:
             assert isinstance(self._connection, sqlite3.Connection)
             return self._connection.execute(sql, values).fetchall()
-        cursor = self._connection.execute(_pg(sql), values)
+        cursor = self._connection.execute(_pg(sql), _named(values))
         return cursor.fetchall() if cursor.description is not None else []
 
-    def change(self, sql: str, values: dict[str, Any]) -> int:
+    def change(self, sql: str, values: Values) -> int:
         """A statement that writes, run to its end: how many rows it wrote."""
         if self._sqlite:
             assert isinstance(self._connection, sqlite3.Connection)
             return self._connection.execute(sql, values).rowcount
-        return self._connection.execute(_pg(sql), values).rowcount
+        return self._connection.execute(_pg(sql), _named(values)).rowcount
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -83,7 +85,14 @@ class Db:
 
 @functools.cache
 def _pg(sql: str) -> str:
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+    """Psycopg's placeholders: ``:name`` → ``%(name)s``, ``?N`` → ``%(pN)s``."""
+    return re.sub(r"\?(\d+)", r"%(p\1)s", re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql))
+
+
+def _named(values: Values) -> dict[str, Any]:
+    if isinstance(values, dict):
+        return values
+    return {f"p{number}": value for number, value in enumerate(values, 1)}
 
 
 def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:

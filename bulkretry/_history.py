@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import threading
 import uuid
@@ -62,12 +63,34 @@ _SCHEMA: Final = (
     """INSERT INTO bulkretry_schema (key, value) VALUES ('version', :version)
         ON CONFLICT (key) DO NOTHING""",
 )
-_CLAIM_HEAD: Final = """
+
+
+def _numbered(sql: str, shared: Sequence[str]) -> str:
+    """``:name`` → ``?N`` for the shared values, numbered in order from 1."""
+    for number, name in enumerate(shared, 1):
+        sql = re.sub(rf":{name}\b", f"?{number}", sql)
+    return sql
+
+
+# The group commit's statements take their values by position (``?N``: no lookup by name for
+# each of a few hundred values): first the shared ones, named below, then the rows' own.
+_CLAIM_SHARED: Final = (
+    "org", "sandbox", "owner", "lease_until", "now", "max_generations", "again",
+    "retry_uncertain", "gone",
+)  # fmt: skip
+_CLAIM_HEAD: Final = _numbered(
+    """
 INSERT INTO bulkretry_runs AS r (org, sandbox, run_id, flow_id, state, owner, lease_until,
                                  claimed_at)
-VALUES """
-_CLAIM_ROW: Final = "(:org, :sandbox, :r{n}, :f{n}, 'intent', :owner, :lease_until, :now)"
-_CLAIM_TAIL: Final = """
+VALUES """,
+    _CLAIM_SHARED,
+)
+_CLAIM_ROW: Final = _numbered(
+    "(:org, :sandbox, ?{}, ?{}, 'intent', :owner, :lease_until, :now)", _CLAIM_SHARED
+)
+"""One claim: run ID, flow ID."""
+_CLAIM_TAIL: Final = _numbered(
+    """
 ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
     state = 'intent', owner = excluded.owner, lease_until = excluded.lease_until,
     claimed_at = excluded.claimed_at, flow_id = COALESCE(excluded.flow_id, r.flow_id),
@@ -77,10 +100,15 @@ WHERE r.generation < :max_generations AND (
     OR (:again = 1 AND r.state = 'retriggered')
     OR ((:again = 1 OR :retry_uncertain = 1)
         AND (r.state = 'uncertain'
-             OR (r.state = 'intent' AND (r.lease_until < :now OR r.owner = :gone)))))"""
-_MINE: Final = """
-SELECT run_id FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id IN ({ids})
-    AND state = 'intent' AND owner = :owner AND claimed_at = :now"""
+             OR (r.state = 'intent' AND (r.lease_until < :now OR r.owner = :gone)))))""",
+    _CLAIM_SHARED,
+)
+_MINE: Final = _numbered(
+    """
+SELECT run_id FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id IN ({})
+    AND state = 'intent' AND owner = :owner AND claimed_at = :now""",
+    _CLAIM_SHARED,
+)
 """Which claims of a statement that did not grant all won: ours, made by this transaction."""
 _BATCH: Final = 500
 """Rows per statement: one multi-row statement, well under SQLite's 32,766 parameters."""
@@ -88,18 +116,23 @@ _ROW: Final = (
     "SELECT state, generation, original_run_id, new_run_id, etag, status, error, owner,"
     " lease_until FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"
 )
-_OUTCOME_ROW: Final = "(:r{n}, :s{n}, :n{n}, :e{n}, CAST(:c{n} AS INTEGER), :x{n})"
+_OUTCOME_SHARED: Final = ("org", "sandbox", "now")
+_OUTCOME_ROW: Final = "(?{}, ?{}, ?{}, ?{}, CAST(?{} AS INTEGER), ?{})"
 """One outcome: run ID, state, new run ID, etag, HTTP status, error."""
-_SETTLE: Final = """
-WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {rows})
+_SETTLE: Final = _numbered(
+    """
+WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {})
 UPDATE bulkretry_runs AS r SET state = v.state, new_run_id = v.new_run_id, etag = v.etag,
     status = v.status, error = v.error, owner = NULL, lease_until = NULL,
     retriggered_at = CASE WHEN v.state = 'retriggered' THEN :now ELSE r.retriggered_at END,
     run_status = CASE WHEN v.state = 'retriggered' AND r.run_status = 'pending' THEN 'failed'
                       ELSE r.run_status END
-FROM v WHERE r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id"""
-_CHILD: Final = """
-WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {rows})
+FROM v WHERE r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id""",
+    _OUTCOME_SHARED,
+)
+_CHILD: Final = _numbered(
+    """
+WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {})
 INSERT INTO bulkretry_runs AS c (org, sandbox, run_id, flow_id, generation, parent_run_id,
                                  original_run_id, created_at, run_status)
 SELECT r.org, r.sandbox, v.new_run_id, r.flow_id, r.generation + 1, r.run_id,
@@ -110,9 +143,12 @@ ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
     flow_id = COALESCE(c.flow_id, excluded.flow_id), generation = excluded.generation,
     parent_run_id = excluded.parent_run_id, original_run_id = excluded.original_run_id,
     created_at = excluded.created_at
-WHERE c.parent_run_id IS NULL"""
+WHERE c.parent_run_id IS NULL""",
+    _OUTCOME_SHARED,
+)
 """A new run's lineage; its end may be recorded first (``--wait`` races the group commit),
 and is then kept."""
+
 _FINISHED: Final = """
 INSERT INTO bulkretry_runs (org, sandbox, run_id, flow_id, run_status, records, run_error,
                             finished_at)
@@ -232,6 +268,7 @@ class History:
             "retry_uncertain": int(policy.retry_uncertain),
             "gone": "",
         }
+        known = [shared[name] for name in _OUTCOME_SHARED]
         latest = {outcome.run_id: outcome for outcome in outcomes}  # the last one counts
         settled = [latest[run_id] for run_id in sorted(latest)]
         wanted = sorted(claims, key=lambda claim: claim.run_id)
@@ -239,7 +276,7 @@ class History:
         def work(db: Db) -> list[Outcome | None]:
             with db.transaction():
                 for start in range(0, len(settled), _BATCH):
-                    _settle(db, settled[start : start + _BATCH], self._key | {"now": stamp})
+                    _settle(db, settled[start : start + _BATCH], known)
                 granted: set[str] = set()
                 for start in range(0, len(wanted), _BATCH):
                     granted |= _claim_batch(db, wanted[start : start + _BATCH], shared)
@@ -335,43 +372,48 @@ def _claim_batch(db: Db, claims: Sequence[Claim], shared: dict[str, Any]) -> set
     Its count of rows written says whether all won (the usual case); only when some lost
     does a second statement read which.
     """
-    values = dict(shared)
-    for n, claim in enumerate(claims):
-        values[f"r{n}"], values[f"f{n}"] = claim.run_id, claim.flow_id
-    if db.change(_CLAIM_HEAD + _rows(_CLAIM_ROW, len(claims)) + _CLAIM_TAIL, values) == len(claims):
+    values = [shared[name] for name in _CLAIM_SHARED]
+    for claim in claims:
+        values += (claim.run_id, claim.flow_id)
+    first, count = len(_CLAIM_SHARED) + 1, len(claims)
+    rows = _rows(_CLAIM_ROW, count, first, 2)
+    if db.change(_CLAIM_HEAD + rows + _CLAIM_TAIL, values) == count:
         return {claim.run_id for claim in claims}
-    ids = ", ".join(f":r{n}" for n in range(len(claims)))
-    return {row[0] for row in db.execute(_MINE.format(ids=ids), values)}
+    ids = _MINE.format(_rows("?{}", count, first, 2))
+    return {row[0] for row in db.execute(ids, values[:-1])}  # the last flow ID is not read
 
 
-def _settle(db: Db, outcomes: Sequence[Settled], shared: dict[str, Any]) -> None:
+def _settle(db: Db, outcomes: Sequence[Settled], shared: list[Any]) -> None:
     """Record outcomes, then each new run's lineage: two multi-row statements."""
-    rows, values = _rows(_OUTCOME_ROW, len(outcomes)), _outcome_values(outcomes, shared)
-    db.change(_SETTLE.format(rows=rows), values)
+    rows = _rows(_OUTCOME_ROW, len(outcomes), len(shared) + 1, 6)
+    values = _outcome_values(outcomes, shared)
+    db.change(_SETTLE.format(rows), values)
     new = [outcome.new_run_id for outcome in outcomes if isinstance(outcome, Retriggered)]
     if len(set(new)) == len(new):
-        db.change(_CHILD.format(rows=rows), values)
+        db.change(_CHILD.format(rows), values)
         return
+    one = _rows(_OUTCOME_ROW, 1, len(shared) + 1, 6)
     for outcome in outcomes:  # one new run ID answered for two runs: the first one keeps it
-        db.change(_CHILD.format(rows=_rows(_OUTCOME_ROW, 1)), _outcome_values([outcome], shared))
+        db.change(_CHILD.format(one), _outcome_values([outcome], shared))
 
 
-def _outcome_values(outcomes: Sequence[Settled], shared: dict[str, Any]) -> dict[str, Any]:
-    values = dict(shared)
-    for n, outcome in enumerate(outcomes):
-        values[f"r{n}"], values[f"s{n}"] = outcome.run_id, outcome.event
-        values[f"c{n}"], values[f"x{n}"] = outcome.status, None
-        values[f"n{n}"] = values[f"e{n}"] = None
+def _outcome_values(outcomes: Sequence[Settled], shared: list[Any]) -> list[Any]:
+    values = list(shared)
+    for outcome in outcomes:
         if isinstance(outcome, Retriggered):
-            values[f"n{n}"], values[f"e{n}"] = outcome.new_run_id, outcome.etag
+            new, etag, error = outcome.new_run_id, outcome.etag, None
         else:
-            values[f"x{n}"] = outcome.error
+            new, etag, error = None, None, outcome.error
+        values += (outcome.run_id, outcome.event, new, etag, outcome.status, error)
     return values
 
 
 @functools.cache
-def _rows(row: str, count: int) -> str:
-    return ", ".join(row.format(n=n) for n in range(count))
+def _rows(row: str, count: int, first: int, width: int) -> str:
+    """``count`` copies of ``row``, its ``{}`` numbered from ``first`` on, ``width`` a row."""
+    fields = row.count("{}")
+    starts = range(first, first + count * width, width)
+    return ", ".join(row.format(*range(start, start + fields)) for start in starts)
 
 
 def _run_row(row: Sequence[Any]) -> RunRow:
