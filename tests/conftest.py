@@ -39,7 +39,7 @@ def pg_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def pg_url(pg_server: PostgresServer) -> str:
-    """A fresh, empty database on the session's server (its URL carries the password)."""
+    """An empty database on the session's server (its URL carries the password)."""
     return pg_server.new_database()
 
 
