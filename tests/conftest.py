@@ -16,7 +16,7 @@ from bulkretry._journal import JournalIndex, Record
 from bulkretry.emulator import Emulator, Server, serve, serve_in_thread
 
 from .forked import ForkedProcess, run_forked
-from .postgres import PostgresServer, postgres_server
+from .postgres import PostgresServer, shared_postgres
 
 ORG = "TESTORG@AdobeOrg"
 API_KEY = "test-client-id"
@@ -31,9 +31,12 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the whole session, started on first use."""
-    with postgres_server() as server:
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run (all workers), started on first use."""
+    run_dir = tmp_path_factory.getbasetemp()  # an xdist worker's is inside the run's
+    with shared_postgres(
+        run_dir.parent if "PYTEST_XDIST_WORKER" in os.environ else run_dir
+    ) as server:
         yield server
 
 

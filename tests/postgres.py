@@ -1,12 +1,15 @@
 """A real PostgreSQL server for the suite: initdb and pg_ctl in a temporary directory.
 
-One server per session, started only when a test asks for it; run as an unprivileged user
-when the suite runs as root (initdb refuses root). Each test gets an empty database.
+One server per run, shared by the xdist workers and started only when a test asks for it;
+run as an unprivileged user when the suite runs as root (initdb refuses root). Each test
+gets an empty database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -17,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,8 +99,13 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start a throwaway server (no fsync: tests need speed, not crash safety of the server)."""
+def shared_postgres(meeting: Path) -> Iterator[PostgresServer]:
+    """The server of all this run's test processes: the first to ask starts it, the last stops it.
+
+    ``meeting`` is a directory every process of the run knows (xdist workers: the run's
+    temporary directory); in it, under a lock, the server's port and directory and how many
+    processes use it. One initdb for the run instead of one per worker.
+    """
     bindir = _bindir()
     if bindir is None:
         reason = "PostgreSQL is not installed (apt-get install postgresql)"
@@ -104,18 +113,54 @@ def postgres_server() -> Iterator[PostgresServer]:
             pytest.fail(reason)
         pytest.skip(reason)
     pytest.importorskip("psycopg")
-    root = Path(tempfile.mkdtemp(prefix="bulkretry-pg-"))
-    data, port = root / "data", _free_port()
+    state_file = meeting / "postgres.json"
+    with _locked(meeting):
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+        else:
+            port, root = _start(bindir)
+            state = {"port": port, "root": str(root), "users": 0}
+        state["users"] += 1
+        state_file.write_text(json.dumps(state))
+    try:
+        yield PostgresServer(state["port"])
+    finally:
+        with _locked(meeting):
+            state = json.loads(state_file.read_text())
+            state["users"] -= 1
+            if state["users"]:
+                state_file.write_text(json.dumps(state))
+            else:
+                _stop(bindir, Path(state["root"]))
+                state_file.unlink()
+
+
+@contextlib.contextmanager
+def _locked(meeting: Path) -> Iterator[None]:
+    with (meeting / "postgres.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _quiet(root: Path) -> dict[str, Any]:
+    """Run as nobody when we are root (initdb refuses root), output kept out of the way."""
     run_as: dict[str, int] = {}
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
-        os.chown(root, nobody.pw_uid, nobody.pw_gid)
         run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid}
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    return {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, **run_as}
+
+
+def _start(bindir: Path) -> tuple[int, Path]:
+    """Start a throwaway server (no fsync: tests need speed, not crash safety of the server)."""
+    root = Path(tempfile.mkdtemp(prefix="bulkretry-pg-"))
+    data, port = root / "data", _free_port()
+    quiet = _quiet(root)
     pwfile = root / "pw"
     pwfile.write_text(PASSWORD)
-    if run_as:
-        os.chown(pwfile, run_as["user"], run_as["group"])
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, **run_as}
+    if "user" in quiet:
+        os.chown(pwfile, quiet["user"], quiet["group"])
     subprocess.run(
         [
             bindir / "initdb",
@@ -129,20 +174,21 @@ def postgres_server() -> Iterator[PostgresServer]:
             "--no-sync",
         ],
         check=True,
-        **quiet,  # type: ignore[call-overload]
+        **quiet,
     )
-    options = f"-F -p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=50"
+    options = f"-F -p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=100"
     subprocess.run(
         [bindir / "pg_ctl", "-D", data, "-o", options, "-l", root / "log", "-w", "start"],
         check=True,
-        **quiet,  # type: ignore[call-overload]
+        **quiet,
     )
-    try:
-        yield PostgresServer(port)
-    finally:
-        subprocess.run(
-            [bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
-            check=False,
-            **quiet,  # type: ignore[call-overload]
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    return port, root
+
+
+def _stop(bindir: Path, root: Path) -> None:
+    subprocess.run(
+        [bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "-w", "stop"],
+        check=False,
+        **_quiet(root),
+    )
+    shutil.rmtree(root, ignore_errors=True)
