@@ -137,8 +137,8 @@ def run_cli(
     args: Sequence[str], *, env: dict[str, str], stdin: bytes = b"", timeout: float = 60
 ) -> CliResult:
     """Run ``python -m bulkretry`` as its own process, forked from a pre-imported interpreter."""
-    code, stdout, stderr = run_forked(args, env=env, stdin=stdin, timeout=timeout)
-    return CliResult(code, stdout, stderr.decode())
+    done = run_forked(args, env=env, input=stdin, timeout=timeout)
+    return CliResult(done.returncode, done.stdout, done.stderr.decode())
 
 
 def spawn_cli(args: Sequence[str], *, env: dict[str, str]) -> ForkedProcess:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 import orjson
 
@@ -52,45 +52,86 @@ _zygote: _Zygote | None = None
 _lock = threading.Lock()
 
 
-def _request(argv: Sequence[str], env: dict[str, str], fds: list[int]) -> None:
+def _request(argv: Sequence[str], env: dict[str, str], fds: list[int], limit: int | None) -> None:
     global _zygote  # noqa: PLW0603 - one server per test process, started on first use
-    message = orjson.dumps({"argv": list(argv), "env": env, "cwd": str(Path.cwd())})
+    request = {"argv": list(argv), "env": env, "cwd": str(Path.cwd()), "file_size_limit": limit}
     with _lock:
         if _zygote is None:
             _zygote = _Zygote()
-        socket.send_fds(_zygote.socket, [message], fds)
+        socket.send_fds(_zygote.socket, [orjson.dumps(request)], fds)
 
 
-def run_forked(
-    argv: Sequence[str], *, env: dict[str, str], stdin: bytes, timeout: float
-) -> tuple[int, bytes, bytes]:
-    """Like ``subprocess.run`` of ``python -m bulkretry``: (exit status, stdout, stderr)."""
-    process = ForkedProcess(argv, env=env)
+Stream = int | IO[Any] | None
+"""As for ``Popen``: ``subprocess.PIPE`` (the default), ``subprocess.DEVNULL``, or a file."""
+
+
+def run_forked(  # noqa: PLR0913 - subprocess.run's options
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    input: bytes = b"",  # noqa: A002 - subprocess.run's name
+    stdout: Stream = subprocess.PIPE,
+    stderr: Stream = subprocess.PIPE,
+    timeout: float = 60,
+    file_size_limit: int | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Like ``subprocess.run`` of ``python -m bulkretry`` (killed at ``timeout``)."""
+    process = ForkedProcess(
+        argv, env=env, stdout=stdout, stderr=stderr, file_size_limit=file_size_limit
+    )
     try:
-        stdout, stderr = process.communicate(stdin, timeout)
+        out, err = process.communicate(input, timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
         raise
-    return process.wait(), stdout, stderr
+    return subprocess.CompletedProcess(process.args, process.wait(), out, err)
 
 
 class ForkedProcess:
-    """A forked ``python -m bulkretry`` with piped fds 0-2, driven like ``subprocess.Popen``."""
+    """A forked ``python -m bulkretry``, driven like ``subprocess.Popen``.
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str]) -> None:
-        (in_r, in_w), (out_r, out_w), (err_r, err_w), (status_r, status_w) = (
-            os.pipe() for _ in range(4)
-        )
+    ``file_size_limit`` is RLIMIT_FSIZE for the command alone (a full disk), as a
+    ``preexec_fn`` would set it; SIGXFSZ is ignored, as in any Python process.
+    """
+
+    def __init__(  # noqa: PLR0913 - Popen's options
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        stdin: Stream = subprocess.PIPE,
+        stdout: Stream = subprocess.PIPE,
+        stderr: Stream = subprocess.PIPE,
+        file_size_limit: int | None = None,
+    ) -> None:
+        ours: list[int | None] = []
+        theirs: list[int] = []
+        to_close: list[int] = []
+        for spec, ours_reads in ((stdin, False), (stdout, True), (stderr, True)):
+            mine = None
+            if spec == subprocess.PIPE:
+                read, write = os.pipe()
+                mine, child = (read, write) if ours_reads else (write, read)
+                to_close.append(child)
+            elif spec == subprocess.DEVNULL:
+                child = os.open(os.devnull, os.O_RDWR)
+                to_close.append(child)
+            else:
+                child = spec if isinstance(spec, int) else spec.fileno()  # type: ignore[union-attr]
+            ours.append(mine)
+            theirs.append(child)
+        status_r, status_w = os.pipe()
         try:
-            _request(argv, env, [in_r, out_w, err_w, status_w])
+            _request(argv, env, [*theirs, status_w], file_size_limit)
         finally:
-            for fd in (in_r, out_w, err_w, status_w):
+            for fd in (*to_close, status_w):
                 os.close(fd)
         self.args = list(argv)
-        self.stdin: BinaryIO = os.fdopen(in_w, "wb")  # closed by the test, as Popen's
-        self.stdout: BinaryIO = os.fdopen(out_r, "rb")
-        self.stderr: BinaryIO = os.fdopen(err_r, "rb")
+        self.stdin, self.stdout, self.stderr = (
+            None if fd is None else os.fdopen(fd, mode)  # closed by the test, as Popen's
+            for fd, mode in zip(ours, ("wb", "rb", "rb"), strict=True)
+        )
         self._status = os.fdopen(status_r, "rb", buffering=0)  # closed by wait()
         started = self._status.readline()  # the supervisor writes the pid first, then the status
         if not started:
@@ -146,9 +187,9 @@ class ForkedProcess:
             got[name] = stream.read()
             stream.close()
 
-        threads = [threading.Thread(target=feed)] if not self.stdin.closed else []
+        threads = [threading.Thread(target=feed)] if self.stdin and not self.stdin.closed else []
         for name, stream in (("stdout", self.stdout), ("stderr", self.stderr)):
-            if not stream.closed:
+            if stream and not stream.closed:
                 threads.append(threading.Thread(target=drain, args=(name, stream)))
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:

@@ -1,7 +1,5 @@
 """The installed command, run through its entry point as users and schedulers run it."""
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import bulkretry
 from bulkretry.emulator import Faults, Run
 
 from .conftest import API_KEY, CLIENT_SECRET, cli_env, parse_lines, run_cli, spawn_cli
+from .forked import run_forked
 
 COMMON = {"event", "timestamp", "level"}
 
@@ -229,13 +228,8 @@ def test_a_listing_that_cannot_write_its_lines_offers_no_resume(emulator, thread
         pytest.skip("needs /dev/full")
     emulator.add_run(Run(id="full-1", flow_id="flow-full"))
     with Path("/dev/full").open("wb") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", "bulkretry", "failed", "--flow-id", "flow-full"],
-            env=cli_env(thread_server),
-            stdout=full,
-            stderr=subprocess.PIPE,
-            timeout=60,
-            check=False,
+        done = run_forked(
+            ["failed", "--flow-id", "flow-full"], env=cli_env(thread_server), stdout=full
         )
     stderr = done.stderr.decode()
     assert done.returncode == 1, stderr

@@ -1,7 +1,6 @@
 """One clear line, never a traceback: absurd values, wild dates, signals, a closed stderr."""
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from bulkretry._backoff import Backoff
 from bulkretry.emulator import Faults, Run
 
 from .conftest import cli_env, parse_lines, run_cli, spawn_cli
+from .forked import run_forked
 
 
 @pytest.mark.parametrize(
@@ -122,11 +122,6 @@ def test_a_signal_during_start_up_imports_exits_130_without_a_traceback():
     assert b"Traceback" not in stderr and b"KeyboardInterrupt" not in stderr
 
 
-def _limit_file_size():
-    """For the child: files it writes stop growing at 10 kB (short writes, then EFBIG)."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
-
-
 def test_a_full_disk_under_a_listing_leaves_whole_lines_and_one_message(
     emulator, thread_server, tmp_path
 ):
@@ -135,14 +130,11 @@ def test_a_full_disk_under_a_listing_leaves_whole_lines_and_one_message(
         emulator.add_run(Run(id=f"full-{n:04d}", flow_id="flow-f"))
     output = tmp_path / "listing.jsonl"
     with output.open("wb") as sink:
-        done = subprocess.run(
-            [sys.executable, "-m", "bulkretry", "failed", "--flow-id", "flow-f", "--rate", "0"],
+        done = run_forked(  # files it writes stop growing at 10 kB (short writes, then EFBIG)
+            ["failed", "--flow-id", "flow-f", "--rate", "0"],
             stdout=sink,
-            stderr=subprocess.PIPE,
-            env=cli_env(thread_server, PYTHONDONTWRITEBYTECODE="1"),
-            timeout=60,
-            check=False,
-            preexec_fn=_limit_file_size,
+            env=cli_env(thread_server),
+            file_size_limit=10_000,
         )
     stderr = done.stderr.decode()
     assert done.returncode == 1, stderr

@@ -1,6 +1,5 @@
 """--output and stdout: never a file the job needs, never truncated early, only whole lines."""
 
-import resource
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from bulkretry.emulator import Faults
 
 from .conftest import cli_env, parse_lines, run_cli, spawn_cli
+from .forked import run_forked
 
 
 def wait_until(condition, limit=20.0):
@@ -93,8 +93,6 @@ def test_output_naming_an_input_file_is_refused_and_the_input_kept(
 
 def spawn_args():
     """The command line prefix that runs the installed CLI."""
-    import sys  # noqa: PLC0415 - only this helper needs it
-
     return [sys.executable, "-m", "bulkretry"]
 
 
@@ -203,33 +201,18 @@ def test_a_second_signal_never_splices_lines_for_a_slow_reader(emulator, thread_
     proc.stderr.close()
 
 
-def _limit_file_size(limit):
-    """For the child: files it writes stop growing at ``limit`` bytes (EFBIG, a full disk)."""
-
-    def apply():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # short writes and EFBIG, not death
-
-    return apply
-
-
 @pytest.mark.parametrize("target", ["--output", "stdout"])
 def test_a_full_disk_leaves_only_whole_lines(thread_server, tmp_path, target):
     """Output that no longer fits (RLIMIT_FSIZE): whole lines or none, one error line, exit 1."""
     output = tmp_path / "out.jsonl"
     args = ["retry", "--rate", "0", "--quiet"]
-    env = cli_env(thread_server, PYTHONDONTWRITEBYTECODE="1")
     with output.open("wb") as sink:
-        done = subprocess.run(
-            [sys.executable, "-m", "bulkretry", *args]
-            + (["--output", str(output)] if target == "--output" else []),
+        done = run_forked(  # files it writes stop growing at 10 kB (EFBIG, a full disk)
+            args + (["--output", str(output)] if target == "--output" else []),
             input=b"".join(b"disk-%d\n" % n for n in range(200)),
             stdout=subprocess.DEVNULL if target == "--output" else sink,
-            stderr=subprocess.PIPE,
-            env=env,
-            timeout=60,
-            check=False,
-            preexec_fn=_limit_file_size(10_000),
+            env=cli_env(thread_server),
+            file_size_limit=10_000,
         )
     stderr = done.stderr.decode()
     assert done.returncode == 1, stderr

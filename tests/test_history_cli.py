@@ -1,11 +1,9 @@
 """The recovery history through the installed CLI: nightly jobs, lineage, concurrency, crashes."""
 
 import os
-import resource
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from bulkretry.emulator.lifecycle import Lifecycle
 from bulkretry.emulator.model import Run
 
 from .conftest import cli_env, make_emulator, parse_lines, run_cli, spawn_cli
+from .forked import run_forked
 
 FLOW = "flow-history-1"
 
@@ -317,20 +316,11 @@ def test_a_history_failing_mid_job_stops_it_and_reports_everything(
     path = tmp_path / "full.sqlite3"
     env = cli_env(thread_server, BULKRETRY_HISTORY=str(path))
     assert run_cli(["retry"], env=env, stdin=b"").code == 0  # the schema fits
-    limit = path.stat().st_size + 40_000
-
-    def small_files():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    done = subprocess.run(
-        [sys.executable, "-m", "bulkretry", "retry", "--rate", "0", "--concurrency", "4"],
+    done = run_forked(
+        ["retry", "--rate", "0", "--concurrency", "4"],
         input=b"".join(b"disk-%d\n" % n for n in range(40)),
-        capture_output=True,
         env=env,
-        timeout=60,
-        check=False,
-        preexec_fn=small_files,
+        file_size_limit=path.stat().st_size + 40_000,
     )
     stderr = done.stderr.decode()
     assert done.returncode == 1, stderr

@@ -2,10 +2,7 @@
 
 import fcntl
 import os
-import resource
 import signal
-import subprocess
-import sys
 import time
 import tracemalloc
 
@@ -28,6 +25,7 @@ from bulkretry._journal import Journal, JournalIndex, Record
 from bulkretry.emulator import Faults
 
 from .conftest import cli_env, parse_lines, read_journal, run_cli, spawn_cli
+from .forked import run_forked
 
 pytestmark = pytest.mark.anyio
 
@@ -395,20 +393,12 @@ def test_a_journal_that_cannot_be_written_stops_the_job_and_reports_everything(
     emulator, thread_server, tmp_path
 ):
     """A full disk (a file-size limit): sending stops, every ID read has a line, exit 1."""
-
-    def small_files() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
-
     journal = tmp_path / "full.journal"
-    done = subprocess.run(
-        [sys.executable, "-m", "bulkretry", "retry", "--journal", str(journal), "--rate", "0"],
+    done = run_forked(
+        ["retry", "--journal", str(journal), "--rate", "0"],
         input=b"".join(b"full-%d\n" % n for n in range(20)),
-        capture_output=True,
         env=cli_env(thread_server),
-        timeout=60,
-        check=False,
-        preexec_fn=small_files,
+        file_size_limit=300,
     )
     stderr = done.stderr.decode()
     assert done.returncode == 1, stderr
@@ -437,20 +427,11 @@ def test_resuming_on_a_full_disk_with_a_torn_tail_is_one_line(emulator, thread_s
     """The torn tail cannot be closed (disk full): exit 2 with a message, nothing sent."""
     journal = tmp_path / "torn.journal"
     journal.write_bytes(b'{"run_id":"t-1","state":"intent"}\n{"run_id":"t-2","sta')
-    limit = journal.stat().st_size
-
-    def full_disk() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    done = subprocess.run(
-        [sys.executable, "-m", "bulkretry", "retry", "--journal", str(journal)],
+    done = run_forked(
+        ["retry", "--journal", str(journal)],
         input=b"t-3\n",
-        capture_output=True,
         env=cli_env(thread_server),
-        timeout=60,
-        check=False,
-        preexec_fn=full_disk,
+        file_size_limit=journal.stat().st_size,
     )
     stderr = done.stderr.decode()
     assert done.returncode == 2, stderr

@@ -17,6 +17,7 @@ import importlib
 import io
 import os
 import pkgutil
+import resource
 import runpy
 import socket
 import sys
@@ -100,6 +101,8 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.closerange(3, 256)  # as subprocess's close_fds: nothing of the server's leaks in
+    if (limit := request["file_size_limit"]) is not None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     _standard_streams()
     sys.argv = ["bulkretry", *request["argv"]]
     sys.path[0] = str(Path.cwd())  # as ``-m`` does
