@@ -1,5 +1,7 @@
 """The installed command, run through its entry point as users and schedulers run it."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,26 @@ def test_version_and_help():
     assert result.code == 0 and bulkretry.__version__ in result.stdout.decode()
     help_text = run_cli(["retry", "--help"], env=cli_env()).stdout.decode()
     assert "bulkretry failed --flow-id" in help_text and "--journal" in help_text
+
+
+def test_the_console_script_pip_installs_runs_a_job(emulator, thread_server):
+    """The `bulkretry` script itself (a fresh interpreter, not a fork) runs a job end to end."""
+    script = Path(sys.executable).with_name("bulkretry")
+    if not script.exists():
+        pytest.skip("bulkretry is not installed beside this Python (pip install -e .)")
+    done = subprocess.run(
+        [str(script), "retry", "--rate", "0"],
+        input=b"script-1\n",
+        capture_output=True,
+        env=cli_env(thread_server),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    retriggered, summary = parse_lines(done.stdout)
+    assert (retriggered["event"], retriggered["run_id"]) == ("retriggered", "script-1")
+    assert summary["event"] == "summary" and summary["retriggered"] == 1
+    assert emulator.stats.retriggers == {"script-1": 1}
 
 
 def test_stdin_job_exits_0_with_one_line_per_id_and_a_summary(emulator, thread_server):
