@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from ._errors import HistoryError, UsageError
 from ._history_location import HistoryLocation
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import psycopg
 
 T = TypeVar("T")
@@ -28,14 +31,22 @@ _TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization f
 _RETRIES = 5
 CONNECT_TIMEOUT = 10
 """Seconds to reach a PostgreSQL server before the job gives up (exit 2)."""
+CHECKPOINT_EVERY = 0.05
+"""Seconds between a job's background checkpoints of a SQLite history."""
+CHECKPOINT_FALLBACK = 10_000
+"""WAL pages after which a commit checkpoints by itself (SQLite's default is 1,000)."""
 
 
 class Db:
     """A connection and its dialect: SQLite's ``:name`` parameters become psycopg's."""
 
-    def __init__(self, connection: sqlite3.Connection | psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection | psycopg.Connection[Any], *, path: Path | None = None
+    ) -> None:
         self._connection = connection
         self._sqlite = isinstance(connection, sqlite3.Connection)
+        self._path = path
+        """A SQLite file this connection writes (None: PostgreSQL, or read only)."""
 
     def execute(self, sql: str, values: Values) -> list[Any]:
         """A statement's rows; values by ``:name`` (a dict) or by ``?N`` (a list)."""
@@ -82,6 +93,32 @@ class Db:
     def close(self) -> None:
         self._connection.close()
 
+    def checkpointer(self) -> Callable[[threading.Event], None] | None:
+        """SQLite: what copies the WAL back into the file from a thread of its own until told.
+
+        That copy and its ``fsync`` would otherwise fall, every thousand pages, on a commit
+        that claims waits for. Its own connection; this one's checkpoints become the fallback
+        (every 10,000 pages) for when it falls behind. None for PostgreSQL or a read-only file.
+        """
+        path = self._path
+        if path is None:
+            return None
+        assert isinstance(self._connection, sqlite3.Connection)
+        self._connection.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_FALLBACK}")
+
+        def run(stop: threading.Event) -> None:
+            connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            try:
+                connection.execute("PRAGMA synchronous=NORMAL")
+                while not stop.wait(CHECKPOINT_EVERY):
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                return  # the fallback checkpoints; the writer's commits report real faults
+            finally:
+                connection.close()
+
+        return run
+
 
 @functools.cache
 def _pg(sql: str) -> str:
@@ -127,7 +164,7 @@ def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
     except BaseException:
         connection.close()
         raise
-    return Db(connection)
+    return Db(connection, path=path)
 
 
 def _wal(connection: sqlite3.Connection) -> None:

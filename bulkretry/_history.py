@@ -226,6 +226,11 @@ class History:
             with mapped(self.location):
                 return db.retrying(lambda: work(db))
 
+    def checkpointer(self) -> Callable[[threading.Event], None] | None:
+        """What checkpoints a SQLite history from a thread of its own while a job writes."""
+        with self._lock, mapped(self.location):
+            return self._db.checkpointer() if self._db is not None else None
+
     async def commit(
         self,
         outcomes: Sequence[Retriggered | Failed | Uncertain],

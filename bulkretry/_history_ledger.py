@@ -143,7 +143,25 @@ class HistoryLedger:
         return self._next
 
     def _write(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The writer thread: take what is queued, commit it, hand the answers to the loop."""
+        """The writer thread, and beside it the checkpoints (SQLite) until it ends."""
+        stop = threading.Event()
+        try:
+            checkpoints = self._history.checkpointer()
+        except HistoryError:
+            checkpoints = None  # the first commit will say what is wrong
+        thread = None
+        if checkpoints is not None:
+            thread = threading.Thread(target=checkpoints, args=(stop,), daemon=True)
+            thread.start()
+        try:
+            self._commits(loop)
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join()
+
+    def _commits(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take what is queued, commit it, hand the answers to the loop; until stopped."""
         broken: BaseException | None = None
         while True:
             with self._queue:

@@ -116,3 +116,25 @@ async def test_a_database_failing_under_a_batch_fails_each_claim_and_stops_once(
                 ledger.record(Failed(run_id="before", status=500, error="x", attempts=1))
             await ledger.flush()  # returns: nothing more can be written
             tasks.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_jobs_sqlite_history_is_checkpointed_beside_the_writer(tmp_path):
+    """The WAL is copied back into the file by a thread of its own while the job writes."""
+    path = tmp_path / "history.sqlite3"
+    async with AsyncExitStack() as stack:
+        ledger = await _opened(stack, path, lambda _: None)
+        before = path.stat().st_size
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ledger.serve)
+            for n in range(200):
+                assert await ledger.claim(f"run-{n}", None) is None
+                ledger.record(Failed(run_id=f"run-{n}", status=500, error="x", attempts=1))
+            await ledger.flush()
+            for _ in range(50):  # well under a second: checkpoints come every 50 ms
+                if path.stat().st_size > before:
+                    break
+                await anyio.sleep(0.02)
+            tasks.cancel_scope.cancel()
+        # A commit by itself would checkpoint only after 10,000 pages: these are far fewer.
+        assert path.stat().st_size > before
