@@ -107,13 +107,21 @@ class Db:
         self._connection.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_FALLBACK}")
 
         def run(stop: threading.Event) -> None:
-            connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            # Never an error from here: the fallback checkpoints, and the writer's commits
+            # report what is really wrong with the history.
+            try:
+                connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            except sqlite3.Error:
+                return
             try:
                 connection.execute("PRAGMA synchronous=NORMAL")
                 while not stop.wait(CHECKPOINT_EVERY):
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    try:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.OperationalError:
+                        continue  # busy with another job's checkpoint: next time
             except sqlite3.Error:
-                return  # the fallback checkpoints; the writer's commits report real faults
+                return
             finally:
                 connection.close()
 
