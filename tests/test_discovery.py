@@ -2,7 +2,6 @@
 
 import asyncio
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -23,6 +22,7 @@ from bulkretry._errors import UsageError
 from bulkretry.emulator import Faults, Run
 
 from .conftest import cli_env, parse_lines, run_cli
+from .forked import ForkedProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -152,17 +152,20 @@ def test_cli_failed_then_retry_in_one_pipe(emulator, thread_server):
     assert listed.code == 0, listed.stderr
     assert f"{len(expected['failed'])} retryable runs in 2 flows" in listed.stderr
     assert {line["run_id"] for line in listed.lines} == {r for r, _ in expected["failed"]}
-    piped = subprocess.run(
-        f"{sys.executable} -m bulkretry failed --flow-id flow-a --flow-id flow-b --rate 0 "
-        f"| {sys.executable} -m bulkretry retry --rate 0 --concurrency 16",
-        shell=True,
-        capture_output=True,
+    lister = ForkedProcess(
+        ["failed", "--flow-id", "flow-a", "--flow-id", "flow-b", "--rate", "0"],
         env=env,
-        timeout=120,
-        check=False,
+        stdin=subprocess.DEVNULL,
     )
-    assert piped.returncode == 0, piped.stderr
-    lines = parse_lines(piped.stdout)
+    retry = ForkedProcess(
+        ["retry", "--rate", "0", "--concurrency", "16"], env=env, stdin=lister.stdout
+    )
+    lister.stdout.close()  # the pipe joins the two commands alone, as a shell leaves it
+    stdout, stderr = retry.communicate(timeout=120)
+    assert retry.returncode == 0, stderr
+    assert lister.wait(timeout=30) == 0, lister.stderr.read()
+    lister.stderr.close()
+    lines = parse_lines(stdout)
     assert lines[-1]["retriggered"] == len(expected["failed"])
     assert set(emulator.stats.retriggers) == {r for r, _ in expected["failed"]}
     assert set(emulator.stats.retriggers.values()) == {1}
