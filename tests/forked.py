@@ -2,8 +2,9 @@
 
 The processes come from ``tests/zygote.py`` (one per test process, started on first use):
 each is forked from a pre-imported interpreter and then is the real command, with pipes
-on fds 0-2 as ``subprocess.run`` gives it. Tests about the interpreter itself (start-up,
-closed standard streams, resource limits) start a fresh one with ``subprocess``.
+on fds 0-2 as ``subprocess.run`` gives it (or files, or a file size limit, as its
+``stdout=`` and a ``preexec_fn`` would). Tests about the interpreter itself (start-up and its
+imports, closed standard streams, peak memory, the console script) start a fresh one.
 """
 
 from __future__ import annotations

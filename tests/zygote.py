@@ -76,16 +76,23 @@ def _supervise(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
 
 
 def _standard_streams() -> None:
-    """New sys.stdin/stdout/stderr on fds 0-2, made the way the interpreter makes them."""
+    """New sys.stdin/stdout/stderr on fds 0-2, made as the interpreter makes them at start-up.
+
+    Line-buffered stderr (and stdout on a terminal); with PYTHONUNBUFFERED in the command's
+    environment, stdout and stderr write through, unbuffered.
+    """
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
-        template = getattr(sys, name)
-        buffered = io.open(fd, "rb" if fd == 0 else "wb", closefd=False)  # noqa: SIM115, UP020 - the process's own stream, like the interpreter's
+        template, writes = getattr(sys, name), fd > 0
+        raw = unbuffered and writes
+        binary = io.open(fd, "wb" if writes else "rb", buffering=0 if raw else -1, closefd=False)  # noqa: SIM115, UP020 - the process's own stream, like the interpreter's
         stream = io.TextIOWrapper(
-            buffered,
+            binary,
             encoding=template.encoding,
             errors=template.errors,
             newline="\n",
-            line_buffering=fd == 2 or (fd == 1 and os.isatty(1)),
+            line_buffering=not raw and (fd == 2 or (fd == 1 and os.isatty(1))),
+            write_through=raw,
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
