@@ -72,6 +72,8 @@ _demos: list[_Demo] = []
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the demo as soon as a test process knows one of its tests will read it."""
+    if session.config.option.collectonly:
+        return
     if any("demo_run" in getattr(item, "fixturenames", ()) for item in session.items):
         _demos.append(_Demo())
 

@@ -18,22 +18,18 @@ Sources, and why each check exists:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import orjson
 import pytest
 import yaml
-from openapi_core import OpenAPI
-from openapi_core.datatypes import RequestParameters
-from openapi_schema_validator import OAS30Validator
-from openapi_spec_validator import validate as validate_spec
-from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 import bulkretry
 from bulkretry import ClientCredentials, JobSettings, Retriggered, Secret
@@ -46,12 +42,35 @@ from bulkretry.emulator.model import RecordedRequest
 
 from .conftest import API_KEY, CLIENT_SECRET, ORG, TOKEN, cli_env, make_emulator, run_cli
 
+if TYPE_CHECKING:
+    from openapi_core import OpenAPI
+    from openapi_core.datatypes import RequestParameters
+    from openapi_schema_validator import OAS30Validator
+
 pytestmark = pytest.mark.anyio
 
 SPEC_DIR = Path(__file__).parent / "fixtures" / "flow-service"
 SPEC: dict[str, Any] = yaml.safe_load((SPEC_DIR / "flow-service.runs.yaml").read_text())
-OPENAPI = OpenAPI.from_dict(SPEC)
 SCHEMAS: dict[str, Any] = SPEC["components"]["schemas"]
+
+
+# openapi-core and its validators take a fifth of a second to import: every test process
+# collects this module, and only the tests that validate pay for them.
+@functools.cache
+def openapi() -> OpenAPI:
+    """The vendored spec, as openapi-core validates requests and answers against it."""
+    from openapi_core import OpenAPI  # noqa: PLC0415 - see above
+
+    return OpenAPI.from_dict(SPEC)
+
+
+def oas30(schema: dict[str, Any]) -> OAS30Validator:
+    """A JSON Schema validator in OpenAPI 3.0's dialect."""
+    from openapi_schema_validator import OAS30Validator  # noqa: PLC0415 - see above
+
+    return OAS30Validator(schema)
+
+
 #: The OpenAPI server is ``//{environment}.adobe.io/data/foundation/flowservice``.
 SPEC_HOST = "//platform.adobe.io"
 BASE_PATH = "/data/foundation/flowservice"
@@ -178,6 +197,9 @@ def spec_request(
     method: str, path: str, query: tuple[tuple[str, str], ...], headers: Mapping[str, str]
 ) -> SpecRequest:
     """Build the protocol object; the tutorial's op spelling is mapped to the enum's."""
+    from openapi_core.datatypes import RequestParameters  # noqa: PLC0415 - see openapi()
+    from werkzeug.datastructures import Headers, ImmutableMultiDict  # noqa: PLC0415 - same
+
     query = tuple((k, SPEC_OP if (k, v) == ("op", TUTORIAL_OP) else v) for k, v in query)
     parameters = RequestParameters(query=ImmutableMultiDict(query), header=Headers(dict(headers)))
     return SpecRequest(method.lower(), path, parameters)
@@ -230,7 +252,7 @@ def check_run(run: dict[str, Any]) -> None:
     """A run object: spec types, only documented keys, and the fields bulkretry reads."""
     assert set(undeclared(run, SCHEMAS["FlowRunItemDTO"])) <= DOCUMENTED_RUN_EXTRAS
     for error in run["metrics"]["statusSummary"].get("errors", []):
-        OAS30Validator(SCHEMAS["FlowRunErrorDTO"]).validate(error)
+        oas30(SCHEMAS["FlowRunErrorDTO"]).validate(error)
         assert set(error) == {"code", "message"}
     assert isinstance(run["createdAt"], int) and run["createdAt"] > 10**12  # epoch ms
     assert isinstance(run["metrics"]["statusSummary"]["status"], str)
@@ -255,7 +277,9 @@ async def session():
 
 def test_vendored_spec_is_valid_attributed_and_covers_our_operations():
     """The trimmed spec is valid OpenAPI 3.0, carries Adobe's license, and has our 3 calls."""
-    validate_spec(SPEC)
+    from openapi_spec_validator import validate  # noqa: PLC0415 - see openapi()
+
+    validate(SPEC)
     text = (SPEC_DIR / "flow-service.runs.yaml").read_text()
     assert "Apache License, Version 2.0" in text and "MODIFIED" in text
     assert "Apache License" in (SPEC_DIR / "LICENSE").read_text()
@@ -295,7 +319,7 @@ async def test_retrigger_requests_follow_the_spec_and_tutorial(emulator, api_set
         assert request.headers["authorization"].startswith("Bearer ")
         assert request.headers["content-type"] == "application/json"
         assert request.headers["accept"] == "application/json"  # as Adobe's Postman collection
-        OPENAPI.validate_request(from_recorded(request))
+        openapi().validate_request(from_recorded(request))
 
 
 async def test_both_op_spellings_are_accepted_and_others_refused(emulator, server, session):
@@ -334,7 +358,7 @@ async def test_listing_requests_follow_the_spec_and_filter_guide(emulator, api_s
         assert ("continuationToken" in request.query) == (number > 0)
         # openapi-core reads only the first ``property`` (the file says explode=false);
         # the guide's repeated form is checked above.
-        OPENAPI.validate_request(from_recorded(request))
+        openapi().validate_request(from_recorded(request))
 
 
 async def test_run_objects_and_pages_validate_against_the_spec(emulator, server, session):
@@ -357,7 +381,7 @@ async def test_run_objects_and_pages_validate_against_the_spec(emulator, server,
         query = tuple(parse_qsl(urlsplit(url).query)) or tuple(params.items())
         status, headers, body = await call(session, "GET", url, params=params, headers=HEADERS)
         request = spec_request("GET", f"{BASE_PATH}/runs", query, HEADERS)
-        OPENAPI.validate_response(request, SpecResponse(status, body, headers))
+        openapi().validate_response(request, SpecResponse(status, body, headers))
         page = orjson.loads(body)
         for run in page["items"]:
             check_run(run)
@@ -370,7 +394,7 @@ async def test_run_objects_and_pages_validate_against_the_spec(emulator, server,
         session, "GET", f"{server.base_url}/runs/bad-1", headers=HEADERS
     )
     request = spec_request("GET", f"{BASE_PATH}/runs/bad-1", (), HEADERS)
-    OPENAPI.validate_response(request, SpecResponse(status, body, headers))
+    openapi().validate_response(request, SpecResponse(status, body, headers))
     (run,) = orjson.loads(body)["items"]
     check_run(run)
     assert run["metrics"]["statusSummary"]["errors"][0]["code"] == "CONNECTOR-1001-500"
@@ -385,7 +409,7 @@ async def test_count_query_validates_against_the_spec(emulator, server, session)
         session, "GET", f"{server.base_url}/runs", params=params, headers=HEADERS
     )
     request = spec_request("GET", f"{BASE_PATH}/runs", tuple(params.items()), HEADERS)
-    OPENAPI.validate_response(request, SpecResponse(status, body, headers))
+    openapi().validate_response(request, SpecResponse(status, body, headers))
     assert orjson.loads(body) == {"count": 3}
 
 
@@ -396,14 +420,14 @@ async def test_retrigger_answer_is_the_tutorials_and_fits_the_spec(server, sessi
         session, "POST", url, params={"op": TUTORIAL_OP}, headers=HEADERS
     )
     request = spec_request("POST", f"{BASE_PATH}/runs/r9/action", (("op", TUTORIAL_OP),), HEADERS)
-    OPENAPI.validate_response(request, SpecResponse(status, body, headers))
+    openapi().validate_response(request, SpecResponse(status, body, headers))
     answer = orjson.loads(body)
     strict = {
         **SCHEMAS["CreateFlowRunResponse"],
         "required": ["id", "etag"],
         "additionalProperties": False,
     }
-    OAS30Validator(strict).validate(answer)
+    oas30(strict).validate(answer)
     assert answer["etag"].startswith('"') and answer["etag"].endswith('"')
 
 
@@ -417,7 +441,7 @@ async def test_the_spec_shaped_retrigger_answer_is_a_whole_run_with_etag_spelled
         session, "POST", url, params={"op": SPEC_OP}, headers=HEADERS
     )
     request = spec_request("POST", f"{BASE_PATH}/runs/r9/action", (("op", SPEC_OP),), HEADERS)
-    OPENAPI.validate_response(request, SpecResponse(status, body, headers))
+    openapi().validate_response(request, SpecResponse(status, body, headers))
     answer = orjson.loads(body)
     assert set(undeclared(answer, SCHEMAS["FlowRunItemDTO"])) <= {"activities"}
     assert "etag" not in answer and answer["eTag"].startswith('"')
@@ -575,7 +599,7 @@ async def test_error_bodies_follow_the_documented_dialects(  # noqa: PLR0913, PL
     got, response_headers, body = await call(session, method, url, params=params, headers=headers)
     assert got == status
     answer = orjson.loads(body)
-    OAS30Validator(dialect).validate(answer)
+    oas30(dialect).validate(answer)
     assert error_words(got, body)[0] == code
     if dialect is GATEWAY_ERROR:
         assert answer["message"] == GATEWAY_MESSAGES[code]

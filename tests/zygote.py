@@ -69,9 +69,10 @@ def _supervise(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         return request
     for fd in streams:
         os.close(fd)
-    os.write(status, f"{pid}\n".encode())
-    _, wait_status = os.waitpid(pid, 0)
-    os.write(status, f"{wait_status}\n".encode())
+    with contextlib.suppress(BrokenPipeError):  # the test process stopped listening
+        os.write(status, f"{pid}\n".encode())
+        _, wait_status = os.waitpid(pid, 0)
+        os.write(status, f"{wait_status}\n".encode())
     os._exit(0)
 
 
