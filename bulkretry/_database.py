@@ -31,8 +31,9 @@ _TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization f
 _RETRIES = 5
 CONNECT_TIMEOUT = 10
 """Seconds to reach a PostgreSQL server before the job gives up (exit 2)."""
-CHECKPOINT_EVERY = 0.05
-"""Seconds between a job's background checkpoints of a SQLite history."""
+CHECKPOINT_EVERY = 0.25
+"""Seconds between a job's background checkpoints of a SQLite history (fewer copies of a page
+written again and again than at 50 ms, for a WAL that is larger meanwhile)."""
 CHECKPOINT_FALLBACK = 10_000
 """WAL pages after which a commit checkpoints by itself (SQLite's default is 1,000)."""
 

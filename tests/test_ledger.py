@@ -131,7 +131,7 @@ async def test_a_jobs_sqlite_history_is_checkpointed_beside_the_writer(tmp_path)
                 assert await ledger.claim(f"run-{n}", None) is None
                 ledger.record(Failed(run_id=f"run-{n}", status=500, error="x", attempts=1))
             await ledger.flush()
-            for _ in range(100):  # one or two 20 ms naps: checkpoints come every 50 ms
+            for _ in range(150):  # a fraction of a second: checkpoints come every 250 ms
                 if path.stat().st_size > before:
                     break
                 await anyio.sleep(0.02)
