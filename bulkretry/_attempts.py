@@ -170,6 +170,9 @@ class Attempts:
                 self.made -= 1  # nothing left: not an attempt
                 raise GaveUp(last) from None
             except BulkRetryError as error:
+                # Kept for its words and status: its traceback would hold the request's
+                # frames (an answer's body) in a cycle through ``last`` until a collection.
+                error.__traceback__ = None
                 decision = classify(
                     error, refreshable=self._policy.refreshable and not self._resent
                 )

@@ -40,18 +40,19 @@ _ABANDON_WAIT: Final = 0.5
 class _Clock:
     """ISO 8601 UTC timestamps with microseconds, the date and time worked out once a second."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._second, self._prefix = -1, ""
+        self._last = (-1, "")  # (second, its date and time): one value, so threads agree
 
     def now(self) -> str:
         t = time.time()
         second = int(t)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((t - second) * 1e6):06d}Z"
+        last_second, prefix = self._last
+        if second != last_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._last = (second, prefix)
+        return f"{prefix}.{int((t - second) * 1e6):06d}Z"
 
 
 _CLOCK: Final = _Clock()

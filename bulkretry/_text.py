@@ -6,6 +6,7 @@ masks API answers, the report masks rendered lines, the parser shows bad input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,16 +36,36 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 
 def _mask(text: str, forms: _Forms) -> str:
-    """Every form and every run of its pieces masked: the full scan ``scrub`` mostly skips."""
-    for form, pieces in forms.each:
-        if form in text:
-            text = text.replace(form, REDACTED)
-        if pieces:
-            text = _mask_fragments(text, pieces)
+    """Every whole form and every run of pieces masked at once: the scan ``scrub`` mostly skips.
+
+    The spans are found on the text as it came and merged before any is replaced, so one
+    form's mask never cuts another's echo short.
+    """
+    spans = [
+        (at, at + len(form))
+        for form in forms.short
+        for at in range(len(text))
+        if text.startswith(form, at)
+    ]
+    pieces = forms.pieces
+    spans += [
+        (at, at + FRAGMENT)
+        for at in range(len(text) - FRAGMENT + 1)
+        if text[at : at + FRAGMENT] in pieces
+    ]
+    merged: list[list[int]] = []
+    for begin, end in sorted(spans):
+        if merged and begin <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    for begin, end in reversed(merged):
+        text = text[:begin] + REDACTED + text[end:]
     return text
 
 
 _QUAD: Final = FRAGMENT // 2
+_ESCAPE: Final = re.compile(r"%[0-9A-F]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +77,7 @@ class _Forms:
     those few slices clears a text that holds nothing of a secret.
     """
 
-    each: tuple[tuple[str, frozenset[str]], ...]  # a form and its FRAGMENT-character pieces
+    pieces: frozenset[str]  # every FRAGMENT characters in a row of every form
     short: tuple[str, ...]  # forms shorter than FRAGMENT: only whole ones count
     quads: frozenset[str]
 
@@ -69,39 +90,22 @@ class _Forms:
 
 @lru_cache(maxsize=32)
 def _forms(secrets: tuple[str, ...]) -> _Forms:
-    """The secrets as sent (header, JSON) and URL-encoded, each with its 8-character pieces.
+    """The secrets as sent (header, JSON) and URL-encoded (either case of hex), with pieces.
 
     Worked out once per set of secrets (a token refresh makes a new set).
     """
-    forms = sorted(
-        {form for s in secrets if s for form in (s, quote(s, safe=""), quote_plus(s))},
-        key=len,
-        reverse=True,
-    )
+    encoded = {form for s in secrets if s for form in (quote(s, safe=""), quote_plus(s))}
+    lower = {_ESCAPE.sub(lambda m: m[0].lower(), form) for form in encoded}  # %2f as well
+    forms = {s for s in secrets if s} | encoded | lower
     return _Forms(
-        each=tuple(
-            (form, frozenset(form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)))
-            for form in forms
+        pieces=frozenset(
+            form[i : i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)
         ),
         short=tuple(form for form in forms if len(form) < FRAGMENT),
         quads=frozenset(
             form[i : i + _QUAD] for form in forms for i in range(len(form) - _QUAD + 1)
         ),
     )
-
-
-def _mask_fragments(text: str, pieces: frozenset[str]) -> str:
-    """Replace every run of text made of ``FRAGMENT``-character ``pieces`` of a secret."""
-    spans: list[list[int]] = []
-    for start in range(len(text) - FRAGMENT + 1):
-        if text[start : start + FRAGMENT] in pieces:
-            if spans and start <= spans[-1][1]:
-                spans[-1][1] = start + FRAGMENT
-            else:
-                spans.append([start, start + FRAGMENT])
-    for start, end in reversed(spans):
-        text = text[:start] + REDACTED + text[end:]
-    return text
 
 
 class Secret:

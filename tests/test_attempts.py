@@ -1,5 +1,7 @@
 import contextlib
+import gc
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -149,3 +151,26 @@ async def test_the_loop_returns_the_value_and_counts_attempts():
     attempts = Attempts(Policy(limit=5, backoff=Backoff(base=0)))
     assert await attempts.run(request) == "value"
     assert attempts.made == 3
+
+
+@pytest.mark.anyio
+async def test_a_failed_answer_is_freed_without_the_cycle_collector():
+    """A refused attempt's frames (its answer body) go when the run ends, not at a collection."""
+    bodies: list[weakref.ref[object]] = []
+
+    class Body:
+        """Stands in for a large answer body held by the request's frame."""
+
+    async def request() -> str:
+        body = Body()
+        bodies.append(weakref.ref(body))
+        raise APIError(502, None, "bad gateway")
+
+    gc.disable()
+    try:
+        with contextlib.suppress(GaveUp):
+            await Attempts(Policy(limit=1)).run(request)
+        assert bodies
+        assert bodies[0]() is None
+    finally:
+        gc.enable()

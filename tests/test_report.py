@@ -1,5 +1,7 @@
 import io
 import re
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -118,6 +120,30 @@ def test_the_clock_works_the_date_out_again_in_a_new_second():
     """A second kept from before is never reused for a later time."""
     clock = _Clock()
     clock.now()
-    clock._second -= 1  # as if the last timestamp was made a second ago  # noqa: SLF001
-    clock._prefix = "1999-01-01T00:00:00"  # noqa: SLF001
+    second, _ = clock._last  # noqa: SLF001
+    clock._last = (second - 1, "1999-01-01T00:00:00")  # as if made a second ago  # noqa: SLF001
     assert not clock.now().startswith("1999")
+
+
+def test_threads_sharing_a_clock_never_get_a_torn_timestamp():
+    """The second and its date are read as one value: no thread pairs one with another's."""
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    made: list[str] = []
+    try:
+        for _ in range(1000):
+            clock, start = _Clock(), threading.Barrier(3)
+
+            def stamp(clock: _Clock = clock, start: threading.Barrier = start) -> None:
+                start.wait()  # all three at once, on a clock that has no second yet
+                made.extend(clock.now() for _ in range(3))
+
+            threads = [threading.Thread(target=stamp) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    shape = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+    assert [stamp for stamp in made if not shape.fullmatch(stamp)] == []

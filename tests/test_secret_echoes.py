@@ -35,6 +35,13 @@ def test_scrub_masks_whole_encoded_and_partial_echoes():
     assert masked == "a [REDACTED] b [REDACTED] c [REDACTED]... d Zx+9 e"
 
 
+def test_scrub_masks_a_url_encoded_echo_in_lower_case_hex():
+    """A server that re-encodes the secret with %2f rather than %2F is masked all the same."""
+    encoded = quote_plus(ODD_SECRET).replace("%2F", "%2f").replace("%2B", "%2b")
+    assert encoded != quote_plus(ODD_SECRET)
+    assert scrub(f"echo {encoded} end", [ODD_SECRET]) == "echo [REDACTED] end"
+
+
 @given(
     secret=st.text(min_size=1, max_size=40),
     before=st.text(max_size=12),
