@@ -5,26 +5,20 @@ import os
 import pty
 import struct
 import subprocess
-import sys
 import termios
 
 from bulkretry.cli.progress import count_run_lines
 from bulkretry.emulator import Faults
 
 from .conftest import cli_env, parse_lines, run_cli
+from .forked import ForkedProcess
 
 
 def run_with_tty_stderr(args, env):
     """Run the CLI with stderr on a pseudo-terminal; return exit code, stdout, terminal text."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkretry", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=terminal,
-        env=env,
-    )
+    proc = ForkedProcess(args, env=env, stdin=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
     seen = b""
     while True:
