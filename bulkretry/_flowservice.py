@@ -35,7 +35,8 @@ _log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_MAX: Final = 10.0
 _SCRUB_WINDOW: Final = 8192
 """Bytes of an unexpected 2xx body masked before the excerpt is cut: room for a long token."""
-_CONNECT_SHARE: Final = 0.9
+_CONNECT_MARGIN: Final = (0.5, 1.0)
+"""The connect deadline ends this far before the request's: a share of it, or 1 s if more."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +246,16 @@ def make_tokens(
     return StaticToken(api.credentials)
 
 
+def _connect_timeout(request_timeout: float) -> float:
+    """Seconds to connect: well before the request's deadline, however busy the event loop.
+
+    A loop that runs both timers late must still see the connect one first: a connect
+    that timed out was never sent (safe to retry), a request that timed out may have been.
+    """
+    share, most = _CONNECT_MARGIN
+    return min(max(request_timeout * share, request_timeout - most), _CONNECT_TIMEOUT_MAX)
+
+
 @asynccontextmanager
 async def open_session(
     concurrency: int, request_timeout: float
@@ -255,7 +266,7 @@ async def open_session(
     # out is seen as ConnectionTimeoutError (never sent, safe to retry), not as a lost answer.
     client_timeout = aiohttp.ClientTimeout(
         total=request_timeout,
-        connect=min(request_timeout * _CONNECT_SHARE, _CONNECT_TIMEOUT_MAX),
+        connect=_connect_timeout(request_timeout),
     )
     async with aiohttp.ClientSession(
         connector=connector,

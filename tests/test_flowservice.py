@@ -9,10 +9,13 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 import bulkretry
 from bulkretry import ApiSettings, Failed, JobSettings, Retriggered, Secret
 from bulkretry._backoff import Backoff
+from bulkretry._flowservice import _connect_timeout
 
 pytestmark = pytest.mark.anyio
 
@@ -125,6 +128,15 @@ async def test_a_connect_timeout_is_retried_as_not_applied():
     assert isinstance(outcome, Failed), outcome
     assert outcome.attempts == 2
     assert "cannot connect" in outcome.error
+
+
+@given(st.floats(min_value=0.001, max_value=3600))
+def test_the_connect_deadline_ends_well_before_the_requests(timeout):
+    """Half the --timeout or 1 s before it, whichever is earlier, and never over 10 s."""
+    connect = _connect_timeout(timeout)
+    assert connect <= timeout - min(timeout / 2, 1.0) + 1e-9  # a margin for a late loop
+    assert connect >= min(timeout / 2, 10.0) - 1e-9
+    assert connect <= 10.0
 
 
 #: Stoplight Prism 5.16's answer to op=re-trigger on Adobe's flow-service.yaml, verbatim.
