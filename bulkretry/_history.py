@@ -215,6 +215,8 @@ class History:
             db.close()
 
     async def _call(self, work: Callable[[Db], T], empty: T) -> T:
+        if self._db is None:  # nothing to read (a dry run's missing file): no thread hop
+            return empty
         return await anyio.to_thread.run_sync(self._run, work, empty, limiter=self._limiter)
 
     def _run(self, work: Callable[[Db], T], empty: T) -> T:

@@ -195,6 +195,17 @@ async def test_a_dry_run_creates_nothing(tmp_path):
     assert not path.parent.exists()
 
 
+async def test_a_missing_history_answers_a_dry_run_without_a_thread(tmp_path):
+    """No file to read: every peek answers at once, with no hop to a thread (no checkpoint)."""
+    location = HistoryLocation(path=tmp_path / "history.sqlite3")
+    async with await History.open(location, org="o", sandbox="s", write=False) as history:
+        answers = []
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # anything that waits, a thread hop included, is cancelled here
+            answers = [await history.peek(f"r{n}", POLICY) for n in range(3)]
+        assert answers == [None, None, None]
+
+
 async def test_a_file_that_is_not_sqlite_is_a_usage_error(tmp_path):
     """A history path holding something else: one line saying so."""
     path = tmp_path / "history.sqlite3"
