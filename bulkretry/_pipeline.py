@@ -143,16 +143,7 @@ class Pipeline:
 
     async def _worker(self, work: MemoryObjectReceiveStream[str], emit: Emit) -> None:
         async with work:
-            while True:
-                try:  # a waiting run ID is taken at once: a checkpoint each costs a loop turn
-                    run_id = work.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        run_id = await work.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
+            async for run_id in work:
                 await emit(await self._settle(run_id))
 
     async def _settle(self, item: str) -> Outcome:
