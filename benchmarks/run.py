@@ -228,6 +228,7 @@ class Context:
     work: Path
     table: Table
     rounds: int
+    baseline: Path | None = None  # an earlier release's bulkretry, for the "no slower" row
     ids_cache: dict[int, Path] = field(default_factory=dict)
 
     def ids(self, count: int) -> Path:
@@ -318,6 +319,16 @@ def part_floor(ctx: Context) -> None:
                 str(ctx.work / f"history-{r}.sqlite3"),
             ],
         }
+        if ctx.baseline is not None:
+            baseline = str(ctx.baseline)
+            variants["baseline"] = lambda _: [
+                baseline,
+                "retry",
+                "--rate",
+                "0",
+                "--concurrency",
+                str(conc),
+            ]
         results: dict[str, list[Ran]] = {name: [] for name in variants}
         for r in range(ctx.rounds):
             for name, make in variants.items():
@@ -393,6 +404,23 @@ def part_floor(ctx: Context) -> None:
         ">= 0.9",
         history_ratio >= 0.9,
     )
+    if ctx.baseline is not None:
+        ratios = [
+            b.wall / o.wall for o, b in zip(results["bulkretry"], results["baseline"], strict=True)
+        ]
+        ratio = statistics.median(ratios)
+        table.add(
+            "floor",
+            f"baseline (--baseline's bulkretry) --rate 0 --concurrency {conc}",
+            f"{rate('baseline'):,.0f} req/s, {cpu_us('baseline'):.0f} us CPU/req",
+        )
+        table.add(
+            "floor",
+            f"bulkretry / baseline (median of {ctx.rounds} alternating rounds)",
+            f"{ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+            ">= 0.95 (no slower)",
+            ratio >= 0.95,  # round-to-round noise is about 0.05
+        )
     table.add("floor", f"xargs -P {conc} curl ({n_curl:,} IDs)", f"{curl_rate:,.0f} req/s")
     table.add(
         "floor",
@@ -753,13 +781,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating floor rounds (3)")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SCRIPT",
+        help="another release's bulkretry script, run in the floor rounds (issue 13: no slower)",
+    )
     args = parser.parse_args()
     parts = args.only or list(PARTS)
     about = machine()
     print(about, flush=True)
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bulkretry-bench-"))
-    ctx = Context(work, Table(), args.rounds)
+    ctx = Context(work, Table(), args.rounds, baseline=args.baseline)
     try:
         for part in parts:
             print(f"== {part}", flush=True)
