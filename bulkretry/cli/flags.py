@@ -47,28 +47,26 @@ def _api_flags(parser: argparse.ArgumentParser) -> None:
 
 def _pace_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pace and retries")
-    group.add_argument(
-        "--rate",
-        type=_within(RATE, float),
-        default=DEFAULT_RATE,
-        metavar="R",
-        help=f"at most R requests started per second, {RATE.describe()} "
-        f"(default: {DEFAULT_RATE:g})",
+    _number_flag(group, RATE, DEFAULT_RATE, "R", "at most R requests started per second")
+    _number_flag(
+        group, MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS, "N", "attempts per run ID, the first included"
     )
+    _number_flag(group, TIMEOUT, DEFAULT_TIMEOUT, "S", "seconds for one request")
+
+
+def _number_flag(
+    group: argparse._ArgumentGroup, bounds: Bounds, default: N, metavar: str, what: str
+) -> None:
+    """A number flag named by its ``bounds``, parsed as its default's type and checked.
+
+    The help says what it is, its range and its default, the same way for every one.
+    """
     group.add_argument(
-        "--max-attempts",
-        type=_within(MAX_ATTEMPTS, int),
-        default=DEFAULT_MAX_ATTEMPTS,
-        metavar="N",
-        help=f"attempts per run ID, the first included, {MAX_ATTEMPTS.describe()} "
-        f"(default: {DEFAULT_MAX_ATTEMPTS})",
-    )
-    group.add_argument(
-        "--timeout",
-        type=_within(TIMEOUT, float),
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"seconds for one request, {TIMEOUT.describe()} (default: {DEFAULT_TIMEOUT:g})",
+        bounds.flag,
+        type=_within(bounds, type(default)),
+        default=default,
+        metavar=metavar,
+        help=f"{what}, {bounds.describe()} (default: {default:g})",
     )
 
 
@@ -102,11 +100,7 @@ def _within(bounds: Bounds, kind: type[N]) -> Callable[[str], N]:
     """An argparse type: a number of ``kind`` inside ``bounds``, or a message with the range."""
 
     def parse(text: str) -> N:
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        value = _number(text, kind)
         if not bounds.allows(value):
             raise argparse.ArgumentTypeError(f"must be {bounds.describe()}, got {text}")
         return value
@@ -115,20 +109,23 @@ def _within(bounds: Bounds, kind: type[N]) -> Callable[[str], N]:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text, float)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
+
+
+def _number(text: str, kind: type[N]) -> N:
+    """``text`` as a number of ``kind``, or argparse's error saying what was expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None

@@ -18,11 +18,11 @@ from .failed import failed as run_failed
 from .flags import (
     _api_flags,
     _history_flag,
+    _number_flag,
     _operator_flags,
     _pace_flags,
     _positive_float,
     _positive_int,
-    _within,
 )
 from .retry import retry as run_retry
 from .status import add_parser as add_status_parser
@@ -92,14 +92,7 @@ def _retry_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     _api_flags(retry)
     _pace_flags(retry)
     job = retry.add_argument_group("job")
-    job.add_argument(
-        "--concurrency",
-        type=_within(CONCURRENCY, int),
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"at most N requests in flight, {CONCURRENCY.describe()} "
-        f"(default: {DEFAULT_CONCURRENCY})",
-    )
+    _number_flag(job, CONCURRENCY, DEFAULT_CONCURRENCY, "N", "at most N requests in flight")
     job.add_argument(
         "--journal",
         type=Path,
