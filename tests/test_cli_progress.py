@@ -8,10 +8,12 @@ import subprocess
 import termios
 
 from bulkretry.cli.progress import count_run_lines
-from bulkretry.emulator import Faults
+from bulkretry.emulator import Faults, Lifecycle, Run
 
 from .conftest import cli_env, parse_lines, run_cli
 from .forked import ForkedProcess
+
+FAILED = (("CONNECTOR-1001-500", "The connection to the source failed: read timed out."),)
 
 
 def run_with_tty_stderr(args, env):
@@ -48,6 +50,27 @@ def test_progress_goes_to_the_terminal_and_stdout_stays_json(thread_server, tmp_
     assert "/30" in terminal  # done/total, known from the file
     assert "ok " in terminal and "failed 0" in terminal
     assert "30 re-triggered, 0 failed, 0 uncertain, 0 skipped of 30" in terminal
+
+
+def test_progress_while_waiting_counts_the_new_runs_as_they_end(emulator, thread_server):
+    """With --wait the full bar goes on saying how many new runs recovered or failed again."""
+    emulator.lifecycle = Lifecycle(seconds=0.05)
+    for run_id in ("w-ok-1", "w-ok-2"):
+        emulator.add_run(Run(id=run_id, flow_id="flow", input_records=5, errors=FAILED))
+    flags = ["--wait", "--poll-interval", "0.05", "--rate", "0", "--progress"]
+    proc = ForkedProcess(
+        ["retry", *flags],
+        env=cli_env(thread_server),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = proc.communicate(b"w-ok-1\nw-ok-2\n", timeout=60)
+    assert proc.returncode == 0, stderr
+    assert [line["status"] for line in parse_lines(stdout) if line["event"] == "finished"] == [
+        "success",
+        "success",
+    ]
+    assert "recovered 2 failed again 0 waiting 0" in stderr.decode()
 
 
 def test_no_progress_when_stderr_is_not_a_terminal(thread_server):

@@ -36,6 +36,14 @@ def count_run_lines(paths: Sequence[str]) -> int | None:
     return total
 
 
+def _counts(tally: Tally) -> str:
+    counts = tally.counts
+    return (
+        f"ok {counts['retriggered']} failed {counts['failed']} "
+        f"uncertain {counts['uncertain']} skipped {counts['skipped']}"
+    )
+
+
 class Progress:
     """done/total, rate, ETA and outcome counts, redrawn a few times a second."""
 
@@ -70,13 +78,18 @@ class Progress:
         self._done += 1
         if self._bar is None:
             return
-        counts = tally.counts
-        self._bar.set_postfix_str(
-            f"ok {counts['retriggered']} failed {counts['failed']} "
-            f"uncertain {counts['uncertain']} skipped {counts['skipped']}",
-            refresh=False,
-        )
+        self._bar.set_postfix_str(_counts(tally), refresh=False)
         self._bar.update(1)
+
+    def followed(self, tally: Tally) -> None:
+        """A new run ended (``--wait``): the bar, full by then, says how the runs stand."""
+        if self._bar is not None:
+            ended = tally.ended
+            waiting = tally.counts["retriggered"] - sum(ended.values())
+            self._bar.set_postfix_str(
+                f"{_counts(tally)} | recovered {ended['success']} "
+                f"failed again {ended['failed']} waiting {waiting}",
+            )
 
     def close(self) -> None:
         """Erase the line, so the human summary takes its place."""

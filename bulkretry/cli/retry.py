@@ -102,8 +102,11 @@ async def _retry_job(  # noqa: PLR0913 - the job's parts, each built by retry()
 
     async def on_outcome(outcome: Line) -> None:
         report.outcome(outcome)
-        if progress is not None and not isinstance(outcome, Finished):
-            progress.advance(report.tally)
+        if progress is not None:
+            if isinstance(outcome, Finished):
+                progress.followed(report.tally)
+            else:
+                progress.advance(report.tally)
         if report.backlog:
             await report.drain()  # a slow reader holds this worker back, not the event loop
 
