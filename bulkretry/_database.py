@@ -212,9 +212,9 @@ def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        driver = isinstance(exc, sqlite3.Error | OSError) or type(exc).__module__.startswith(
-            "psycopg"
-        )
+        driver = isinstance(exc, sqlite3.Error | OSError | OverflowError) or type(
+            exc
+        ).__module__.startswith("psycopg")  # OverflowError: a number sqlite3 cannot bind
         if not driver:
             raise
         # The driver's own words may quote the URL (a URI it cannot parse): never shown.

@@ -29,7 +29,7 @@ class _Batch:
 
     claims: list[Claim] = field(default_factory=list)
     answers: list[Outcome | None] = field(default_factory=list)
-    error: BaseException | None = None
+    error: HistoryError | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -122,6 +122,8 @@ class HistoryLedger:
         if last is not None:
             with anyio.CancelScope(shield=True):
                 await last.done.wait()
+            if last.error is not None:
+                raise last.error  # the outcomes it carried are not in the history
 
     async def finished(self, line: Finished) -> None:
         """Record the new run's end (its lineage may still be in the queue: order is free)."""
@@ -162,7 +164,7 @@ class HistoryLedger:
 
     def _commits(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take what is queued, commit it, hand the answers to the loop; until stopped."""
-        broken: BaseException | None = None
+        broken: HistoryError | None = None
         while True:
             with self._queue:
                 self._writing = None
@@ -178,17 +180,26 @@ class HistoryLedger:
             if broken is None:  # after a failure nothing more is written: the job stops
                 try:
                     batch.answers = self._history.commit_now(outcomes, batch.claims, self._policy)
-                except Exception as error:  # noqa: BLE001 - every waiter hears it, none hangs
+                except HistoryError as error:
                     broken = error
+                except Exception as error:  # noqa: BLE001 - every waiter hears it, none hangs
+                    broken = self._unexpected(error)
             batch.error = broken
             try:
                 loop.call_soon_threadsafe(self._answer, batch)
             except RuntimeError:  # the loop is gone (torn down): nobody waits any more
                 return
 
+    def _unexpected(self, error: Exception) -> HistoryError:
+        """Any other failure of a commit stops the job the same way, in one line."""
+        location = self._history.location
+        return HistoryError(
+            f"history {location}: {location.redact(f'{type(error).__name__}: {error}')}"
+        )
+
     def _answer(self, batch: _Batch) -> None:
         """On the loop: wake the batch's workers; a failure stops the job."""
-        if isinstance(batch.error, HistoryError):
+        if batch.error is not None:
             self._fail(batch.error)
         batch.done.set()
 

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from bulkretry import Failed, Retriggered, Skipped, Uncertain, UsageError
+from bulkretry._errors import HistoryError
 from bulkretry._history import SCHEMA_VERSION, History
 from bulkretry._history_location import HistoryLocation, history_location, mask_url
 from bulkretry._lineage import Claim, ClaimPolicy, tally
@@ -204,6 +205,14 @@ async def test_a_missing_history_answers_a_dry_run_without_a_thread(tmp_path):
             scope.cancel()  # anything that waits, a thread hop included, is cancelled here
             answers = [await history.peek(f"r{n}", POLICY) for n in range(3)]
         assert answers == [None, None, None]
+
+
+async def test_a_number_sqlite_cannot_store_is_a_history_error(tmp_path):
+    """A value too large for SQLite stops the job in one line, not with a traceback."""
+    location = HistoryLocation(path=tmp_path / "history.sqlite3")
+    async with await History.open(location, org="o", sandbox="s") as history:
+        with pytest.raises(HistoryError, match="too large"):
+            await history.record_finished("n1", status="success", records=2**64)
 
 
 async def test_a_file_that_is_not_sqlite_is_a_usage_error(tmp_path):

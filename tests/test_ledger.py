@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from bulkretry import Failed, JobSettings, Retriggered, Skipped
+from bulkretry import _history as history_module
 from bulkretry._errors import HistoryError
 from bulkretry._history_ledger import HistoryLedger
 from bulkretry._history_location import HistoryLocation
@@ -116,6 +117,34 @@ async def test_a_database_failing_under_a_batch_fails_each_claim_and_stops_once(
                 ledger.record(Failed(run_id="before", status=500, error="x", attempts=1))
             await ledger.flush()  # returns: nothing more can be written
             tasks.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_commit_failure_stops_the_job_like_a_database_one(
+    tmp_path, monkeypatch
+):
+    """A commit that fails with anything at all (here a bug) stops the job; flush says so."""
+    path = tmp_path / "history.sqlite3"
+    failures: list[str] = []
+
+    def broken(*_: object) -> list[object]:
+        raise RuntimeError("a bug in the writer")
+
+    async with AsyncExitStack() as stack:
+        ledger = await _opened(stack, path, failures.append)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ledger.serve)
+            assert await ledger.claim("only-outcomes", None) is None
+            monkeypatch.setattr(history_module, "_outcome_values", broken)
+            ledger.record(
+                Retriggered(
+                    run_id="only-outcomes", new_run_id="n1", etag=None, attempts=1, status=200
+                )
+            )
+            with pytest.raises(HistoryError, match="RuntimeError: a bug in the writer"):
+                await ledger.flush()
+            tasks.cancel_scope.cancel()
+    assert len(failures) == 1 and "a bug in the writer" in failures[0]
 
 
 @pytest.mark.anyio
