@@ -48,6 +48,8 @@ class Db:
         self._sqlite = isinstance(connection, sqlite3.Connection)
         self._path = path
         """A SQLite file this connection writes (None: PostgreSQL, or read only)."""
+        self._file = _identity(path) if path is not None else None
+        """Which file that was when opened: a write checks it is still the one at ``path``."""
 
     def execute(self, sql: str, values: Values) -> list[Any]:
         """A statement's rows; values by ``:name`` (a dict) or by ``?N`` (a list)."""
@@ -75,11 +77,20 @@ class Db:
         assert isinstance(connection, sqlite3.Connection)
         connection.execute("BEGIN IMMEDIATE")
         try:
+            self._still_there()
             yield
         except BaseException:
             connection.rollback()
             raise
         connection.commit()
+
+    def _still_there(self) -> None:
+        """Refuse to write into a file removed or replaced since the job opened it.
+
+        Its records would be lost with it, and the next job would send every run again.
+        """
+        if self._path is not None and _identity(self._path) != self._file:
+            raise sqlite3.DatabaseError("the file was removed or replaced while this job ran")
 
     def retrying(self, work: Callable[[], T]) -> T:
         """Run a transaction, again when PostgreSQL chose it as a deadlock's victim."""
@@ -220,6 +231,15 @@ def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
         # The driver's own words may quote the URL (a URI it cannot parse): never shown.
         text = f"history {location}: {location.redact(_describe(exc))}"
         raise (UsageError if usage else HistoryError)(text) from None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode, or None when nothing is there."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _describe(exc: BaseException) -> str:

@@ -148,6 +148,28 @@ async def test_an_unexpected_commit_failure_stops_the_job_like_a_database_one(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+async def test_a_history_file_removed_or_replaced_mid_job_stops_it(tmp_path, how):
+    """Claims are never written into a file that is gone: the job stops, nothing more is sent."""
+    path = tmp_path / "history.sqlite3"
+    failures: list[str] = []
+    async with AsyncExitStack() as stack:
+        ledger = await _opened(stack, path, failures.append)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ledger.serve)
+            assert await ledger.claim("before", None) is None
+            copy = tmp_path / "copy.sqlite3"
+            copy.write_bytes(path.read_bytes())
+            path.unlink()
+            if how == "replaced":
+                copy.rename(path)
+            with pytest.raises(HistoryError, match="removed or replaced while this job ran"):
+                await ledger.claim("after", None)
+            tasks.cancel_scope.cancel()
+    assert len(failures) == 1
+
+
+@pytest.mark.anyio
 async def test_a_jobs_sqlite_history_is_checkpointed_beside_the_writer(tmp_path):
     """The WAL is copied back into the file by a thread of its own while the job writes."""
     path = tmp_path / "history.sqlite3"
