@@ -1,5 +1,5 @@
 import sqlite3
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 
 import anyio
@@ -12,21 +12,15 @@ from bulkretry._history_ledger import HistoryLedger
 from bulkretry._history_location import HistoryLocation
 from bulkretry._open_ledger import open_ledger
 
+KEY = ("ORG@AdobeOrg", "prod")
+
 
 @pytest.mark.anyio
 async def test_a_claim_outlasts_an_op_switch_resend_queued_behind_the_rate(tmp_path):
     """The lease covers the request, a wait behind --concurrency others at --rate, the resend."""
     path = tmp_path / "history.sqlite3"
-    settings = JobSettings(
-        rate=0.1, concurrency=10, timeout=30.0, history=HistoryLocation(path=path)
-    )
-    async with AsyncExitStack() as stack:
-        ledger = await open_ledger(stack, settings, ("ORG@AdobeOrg", "prod"), lambda _: None)
-        assert isinstance(ledger, HistoryLedger)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ledger.serve)
-            assert await ledger.claim("run-1", None) is None
-            tasks.cancel_scope.cancel()
+    async with serving(path, rate=0.1, concurrency=10, timeout=30.0) as ledger:
+        assert await ledger.claim("run-1", None) is None
     with sqlite3.connect(path) as db:
         claimed, lease = db.execute(
             "SELECT claimed_at, lease_until FROM bulkretry_runs WHERE run_id = 'run-1'"
@@ -36,12 +30,19 @@ async def test_a_claim_outlasts_an_op_switch_resend_queued_behind_the_rate(tmp_p
     assert held.total_seconds() >= 30 + 100 + 30
 
 
-async def _opened(stack, path, on_failure):
-    """A job's history ledger on ``path``."""
-    settings = JobSettings(rate=0, concurrency=8, history=HistoryLocation(path=path))
-    ledger = await open_ledger(stack, settings, ("ORG@AdobeOrg", "prod"), on_failure)
-    assert isinstance(ledger, HistoryLedger)
-    return ledger
+@asynccontextmanager
+async def serving(path, on_failure=lambda _: None, **settings):
+    """A job's history ledger on ``path``, its writer running until the block ends."""
+    job = {"rate": 0, "concurrency": 8} | settings
+    async with AsyncExitStack() as stack:
+        ledger = await open_ledger(
+            stack, JobSettings(**job, history=HistoryLocation(path=path)), KEY, on_failure
+        )
+        assert isinstance(ledger, HistoryLedger)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ledger.serve)
+            yield ledger
+            tasks.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
@@ -49,32 +50,24 @@ async def test_claims_made_together_share_a_commit_each_with_its_answer(tmp_path
     """Workers claiming at once each hear their own run's answer; flush makes outcomes durable."""
     path = tmp_path / "history.sqlite3"
     answers: dict[str, object] = {}
-    async with AsyncExitStack() as stack:
-        ledger = await _opened(stack, path, lambda _: None)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ledger.serve)
-            assert await ledger.claim("done-before", None) is None
-            ledger.record(
-                Retriggered(
-                    run_id="done-before", new_run_id="n0", etag=None, attempts=1, status=200
+    async with serving(path) as ledger:
+        assert await ledger.claim("done-before", None) is None
+        ledger.record(
+            Retriggered(run_id="done-before", new_run_id="n0", etag=None, attempts=1, status=200)
+        )
+
+        async def claim(run_id):
+            answers[run_id] = await ledger.claim(run_id, "flow")
+            if answers[run_id] is None:
+                new = f"{run_id}-new"
+                ledger.record(
+                    Retriggered(run_id=run_id, new_run_id=new, etag=None, attempts=1, status=200)
                 )
-            )
 
-            async def claim(run_id):
-                answers[run_id] = await ledger.claim(run_id, "flow")
-                if answers[run_id] is None:
-                    new = f"{run_id}-new"
-                    ledger.record(
-                        Retriggered(
-                            run_id=run_id, new_run_id=new, etag=None, attempts=1, status=200
-                        )
-                    )
-
-            async with anyio.create_task_group() as workers:
-                for run_id in ("done-before", *(f"run-{n}" for n in range(20))):
-                    workers.start_soon(claim, run_id)
-            await ledger.flush()
-            tasks.cancel_scope.cancel()
+        async with anyio.create_task_group() as workers:
+            for run_id in ("done-before", *(f"run-{n}" for n in range(20))):
+                workers.start_soon(claim, run_id)
+        await ledger.flush()
     assert isinstance(answers.pop("done-before"), Skipped)
     assert set(answers.values()) == {None}
     with sqlite3.connect(path) as db:
@@ -92,31 +85,27 @@ async def test_a_database_failing_under_a_batch_fails_each_claim_and_stops_once(
     path = tmp_path / "history.sqlite3"
     failures: list[str] = []
     errors: list[HistoryError] = []
-    async with AsyncExitStack() as stack:
-        ledger = await _opened(stack, path, failures.append)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ledger.serve)
-            assert await ledger.claim("before", None) is None
-            with sqlite3.connect(path) as other:  # the database breaks under the job
-                other.execute("DROP TABLE bulkretry_runs")
+    async with serving(path, failures.append) as ledger:
+        assert await ledger.claim("before", None) is None
+        with sqlite3.connect(path) as other:  # the database breaks under the job
+            other.execute("DROP TABLE bulkretry_runs")
 
-            async def claim(run_id):
-                try:
-                    await ledger.claim(run_id, None)
-                except HistoryError as error:
-                    errors.append(error)
+        async def claim(run_id):
+            try:
+                await ledger.claim(run_id, None)
+            except HistoryError as error:
+                errors.append(error)
 
-            async with anyio.create_task_group() as workers:
-                for n in range(10):
-                    workers.start_soon(claim, f"run-{n}")
-            assert len(errors) == 10
-            assert len(failures) == 1 and "no such table" in failures[0]
-            with pytest.raises(HistoryError):
-                await ledger.claim("later", None)
-            with pytest.raises(HistoryError):
-                ledger.record(Failed(run_id="before", status=500, error="x", attempts=1))
-            await ledger.flush()  # returns: nothing more can be written
-            tasks.cancel_scope.cancel()
+        async with anyio.create_task_group() as workers:
+            for n in range(10):
+                workers.start_soon(claim, f"run-{n}")
+        assert len(errors) == 10
+        assert len(failures) == 1 and "no such table" in failures[0]
+        with pytest.raises(HistoryError):
+            await ledger.claim("later", None)
+        with pytest.raises(HistoryError):
+            ledger.record(Failed(run_id="before", status=500, error="x", attempts=1))
+        await ledger.flush()  # returns: nothing more can be written
 
 
 @pytest.mark.anyio
@@ -130,20 +119,14 @@ async def test_an_unexpected_commit_failure_stops_the_job_like_a_database_one(
     def broken(*_: object) -> list[object]:
         raise RuntimeError("a bug in the writer")
 
-    async with AsyncExitStack() as stack:
-        ledger = await _opened(stack, path, failures.append)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ledger.serve)
-            assert await ledger.claim("only-outcomes", None) is None
-            monkeypatch.setattr(history_module, "_outcome_values", broken)
-            ledger.record(
-                Retriggered(
-                    run_id="only-outcomes", new_run_id="n1", etag=None, attempts=1, status=200
-                )
-            )
-            with pytest.raises(HistoryError, match="RuntimeError: a bug in the writer"):
-                await ledger.flush()
-            tasks.cancel_scope.cancel()
+    async with serving(path, failures.append) as ledger:
+        assert await ledger.claim("only-outcomes", None) is None
+        monkeypatch.setattr(history_module, "_outcome_values", broken)
+        ledger.record(
+            Retriggered(run_id="only-outcomes", new_run_id="n1", etag=None, attempts=1, status=200)
+        )
+        with pytest.raises(HistoryError, match="RuntimeError: a bug in the writer"):
+            await ledger.flush()
     assert len(failures) == 1 and "a bug in the writer" in failures[0]
 
 
@@ -153,19 +136,15 @@ async def test_a_history_file_removed_or_replaced_mid_job_stops_it(tmp_path, how
     """Claims are never written into a file that is gone: the job stops, nothing more is sent."""
     path = tmp_path / "history.sqlite3"
     failures: list[str] = []
-    async with AsyncExitStack() as stack:
-        ledger = await _opened(stack, path, failures.append)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ledger.serve)
-            assert await ledger.claim("before", None) is None
-            copy = tmp_path / "copy.sqlite3"
-            copy.write_bytes(path.read_bytes())
-            path.unlink()
-            if how == "replaced":
-                copy.rename(path)
-            with pytest.raises(HistoryError, match="removed or replaced while this job ran"):
-                await ledger.claim("after", None)
-            tasks.cancel_scope.cancel()
+    async with serving(path, failures.append) as ledger:
+        assert await ledger.claim("before", None) is None
+        copy = tmp_path / "copy.sqlite3"
+        copy.write_bytes(path.read_bytes())
+        path.unlink()
+        if how == "replaced":
+            copy.rename(path)
+        with pytest.raises(HistoryError, match="removed or replaced while this job ran"):
+            await ledger.claim("after", None)
     assert len(failures) == 1
 
 
@@ -173,19 +152,15 @@ async def test_a_history_file_removed_or_replaced_mid_job_stops_it(tmp_path, how
 async def test_a_jobs_sqlite_history_is_checkpointed_beside_the_writer(tmp_path):
     """The WAL is copied back into the file by a thread of its own while the job writes."""
     path = tmp_path / "history.sqlite3"
-    async with AsyncExitStack() as stack:
-        ledger = await _opened(stack, path, lambda _: None)
+    async with serving(path) as ledger:
         before = path.stat().st_size
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ledger.serve)
-            for n in range(200):
-                assert await ledger.claim(f"run-{n}", None) is None
-                ledger.record(Failed(run_id=f"run-{n}", status=500, error="x", attempts=1))
-            await ledger.flush()
-            for _ in range(150):  # a fraction of a second: checkpoints come every 250 ms
-                if path.stat().st_size > before:
-                    break
-                await anyio.sleep(0.02)
-            tasks.cancel_scope.cancel()
+        for n in range(200):
+            assert await ledger.claim(f"run-{n}", None) is None
+            ledger.record(Failed(run_id=f"run-{n}", status=500, error="x", attempts=1))
+        await ledger.flush()
+        for _ in range(150):  # a fraction of a second: checkpoints come every 250 ms
+            if path.stat().st_size > before:
+                break
+            await anyio.sleep(0.02)
         # A commit by itself would checkpoint only after 10,000 pages: these are far fewer.
         assert path.stat().st_size > before
