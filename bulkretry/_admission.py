@@ -243,17 +243,18 @@ class Admission:
     @property
     def free(self) -> bool:
         """True when nothing would make a request wait: no rate limit, not slowed."""
-        return self._pace.free and self._governor.idle(time.monotonic())
+        return self._free(time.monotonic())
 
     def try_start(self) -> bool:
         """Start a request now when nothing would make it wait: the unlimited case's cost."""
-        if not self._pace.free:
+        now = time.monotonic()
+        if not self._free(now):
             return False
-        governor, now = self._governor, time.monotonic()
-        if not governor.idle(now):
-            return False
-        governor.started(now)
+        self._governor.started(now)
         return True
+
+    def _free(self, now: float) -> bool:
+        return self._pace.free and self._governor.idle(now)
 
     async def wait(self) -> None:
         """Wait for the governor's turn while it paces, then for the user's rate.
