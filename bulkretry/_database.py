@@ -229,8 +229,7 @@ def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
         if not driver:
             raise
         # The driver's own words may quote the URL (a URI it cannot parse): never shown.
-        text = f"history {location}: {location.redact(_describe(exc))}"
-        raise (UsageError if usage else HistoryError)(text) from None
+        raise (UsageError if usage else HistoryError)(location.failure(_describe(exc))) from None
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -192,10 +192,7 @@ class HistoryLedger:
 
     def _unexpected(self, error: Exception) -> HistoryError:
         """Any other failure of a commit stops the job the same way, in one line."""
-        location = self._history.location
-        return HistoryError(
-            f"history {location}: {location.redact(f'{type(error).__name__}: {error}')}"
-        )
+        return HistoryError(self._history.location.failure(f"{type(error).__name__}: {error}"))
 
     def _answer(self, batch: _Batch) -> None:
         """On the loop: wake the batch's workers; a failure stops the job."""

@@ -40,6 +40,10 @@ class HistoryLocation:
         text = _ANY_PG_URL.sub("(the URL, not shown)", text)  # a driver may quote it in part
         return scrub(text, self.secrets())
 
+    def failure(self, text: str) -> str:
+        """The one line that says the history failed: its name, then ``text`` redacted."""
+        return f"history {self}: {self.redact(text)}"
+
 
 def history_location(value: str | None, env: Mapping[str, str]) -> HistoryLocation | None:
     """``--history`` > ``BULKRETRY_HISTORY`` > the XDG state file; None for ``off``.
