@@ -116,7 +116,13 @@ class HistoryLedger:
                 await ended.wait()
 
     async def flush(self) -> None:
-        """Wait for the commit that carries every outcome recorded so far."""
+        """Wait for the commit that carries every outcome recorded so far.
+
+        After a failure the job has been told already and nothing more is written: return,
+        whether or not the writer has let go of the failed batch yet.
+        """
+        if self._failure is not None:
+            return
         with self._queue:
             last = self._writing if self._next is None and not self._outcomes else self._batch()
         if last is not None:
