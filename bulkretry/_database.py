@@ -77,17 +77,19 @@ class Db:
         assert isinstance(connection, sqlite3.Connection)
         connection.execute("BEGIN IMMEDIATE")
         try:
-            self._still_there()
+            self.still_there()
             yield
         except BaseException:
             connection.rollback()
             raise
         connection.commit()
 
-    def _still_there(self) -> None:
+    def still_there(self) -> None:
         """Refuse to write into a file removed or replaced since the job opened it.
 
         Its records would be lost with it, and the next job would send every run again.
+        Called by ``transaction``, and before a group commit's statements (each one its own
+        transaction).
         """
         if self._path is not None and _identity(self._path) != self._file:
             raise sqlite3.DatabaseError("the file was removed or replaced while this job ran")

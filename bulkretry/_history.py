@@ -9,10 +9,20 @@ thread), one at a time on the connection, so the event loop never waits on a dis
 A claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE``: the database, not a read before
 the write, decides who may send, so concurrent jobs on one history (processes, hosts)
 re-trigger a run at most once. A group commit is a handful of multi-row statements, whatever
-its size: the outcomes, the new runs' lineage, the claims (their count of rows written says
-whether all won; only when not is a second statement needed). An intent carries its owner
-and a lease; a live job's in-flight claim is never taken over, not even by
-``--retry-uncertain`` or ``--again``.
+its size, each its own transaction (each one atomic; every ``BEGIN``/``COMMIT`` is another
+trip through the driver for the writer thread, which competes with the event loop for the
+GIL). Their order makes a crash between two of them safe: the new runs' lineage, then the
+outcomes (a new run recorded before its parent's outcome leaves the parent an intent:
+``uncertain``, never sent again), then the claims made ahead, the ones given back, and the
+claims (their count of rows written says whether all won; only when not is a second
+statement needed). An intent carries its owner and a lease; a live job's in-flight claim is
+never taken over, not even by ``--retry-uncertain`` or ``--again``.
+
+A claim made ahead (``ahead``: the job claims the run IDs it has read before a worker needs
+them, so that no request waits for a commit) is a plain insert: it wins only for a run the
+history has never seen, whose claim is the same under every policy, and so a claim made
+ahead that no request used is undone exactly, by deleting its row (``unused``). Any other
+run is claimed as before, right before its request.
 
 For follow-through (``--wait``, ``bulkretry status``)::
 
@@ -32,6 +42,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self, TypeVar
 
@@ -89,6 +100,8 @@ _CLAIM_ROW: Final = _numbered(
     "(:org, :sandbox, ?{}, ?{}, 'intent', :owner, :lease_until, :now)", _CLAIM_SHARED
 )
 """One claim: run ID, flow ID."""
+_AHEAD_TAIL: Final = "\nON CONFLICT (org, sandbox, run_id) DO NOTHING"
+"""A claim made ahead: only a run never seen before."""
 _CLAIM_TAIL: Final = _numbered(
     """
 ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
@@ -109,7 +122,14 @@ SELECT run_id FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND ru
     AND state = 'intent' AND owner = :owner AND claimed_at = :now""",
     _CLAIM_SHARED,
 )
-"""Which claims of a statement that did not grant all won: ours, made by this transaction."""
+"""Which claims of a statement that did not grant all won: ours, made by this commit."""
+_UNUSED: Final = _numbered(
+    """
+DELETE FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id IN ({})
+    AND state = 'intent' AND owner = :owner""",
+    _CLAIM_SHARED,
+)
+"""Claims made ahead that no request used: the rows they inserted, still this job's intents."""
 _BATCH: Final = 500
 """Rows per statement: one multi-row statement, well under SQLite's 32,766 parameters."""
 _ROW: Final = (
@@ -170,14 +190,34 @@ def now_iso(when: datetime | None = None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answers:
+    """What a group commit answers: per claim, and which claims made ahead won."""
+
+    claims: list[Outcome | None]
+    """Per claim, in order: None when it is ours (send), else the outcome instead."""
+    ahead: frozenset[str] = frozenset()
+    """The run IDs claimed ahead that won; any other needs a claim of its own."""
+
+
 class History:
     """One job's connection to the history, bound to an org and sandbox; async, thread-backed."""
 
-    def __init__(self, db: Db | None, location: HistoryLocation, org: str, sandbox: str) -> None:
+    def __init__(
+        self,
+        db: Db | None,
+        location: HistoryLocation,
+        org: str,
+        sandbox: str,
+        *,
+        owner: str | None = None,
+    ) -> None:
         self._db = db
         self.location = location
+        self.org, self.sandbox = org, sandbox
         self._key = {"org": org, "sandbox": sandbox}
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """Who holds this job's claims: host, the job's process ID, a tag (``owner_gone``)."""
         self._limiter = anyio.CapacityLimiter(1)
         self._lock = threading.Lock()
         """The connection's: a ledger's writer thread commits beside ``_call``'s threads."""
@@ -196,6 +236,19 @@ class History:
         opener = functools.partial(_connect, location, write=write)
         db = await anyio.to_thread.run_sync(opener, abandon_on_cancel=True)
         return cls(db, location, org, sandbox)
+
+    @classmethod
+    def open_now(
+        cls, location: HistoryLocation, *, org: str, sandbox: str, owner: str | None = None
+    ) -> Self:
+        """``open``, for writing, in the calling thread (the writer process has no loop)."""
+        return cls(_connect(location, write=True), location, org, sandbox, owner=owner)
+
+    def close_now(self) -> None:
+        """``aclose``, in the calling thread."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            self._close(db)
 
     async def __aenter__(self) -> Self:
         return self
@@ -235,34 +288,46 @@ class History:
 
     async def commit(
         self,
-        outcomes: Sequence[Retriggered | Failed | Uncertain],
+        outcomes: Sequence[Settled],
         claims: Sequence[Claim],
         policy: ClaimPolicy,
-    ) -> list[Outcome | None]:
-        """Record ``outcomes``, then claim ``claims``, in one transaction (a group commit).
+        *,
+        ahead: Sequence[Claim] = (),
+        unused: Sequence[str] = (),
+    ) -> Answers:
+        """Record ``outcomes``, undo ``unused`` claims made ahead, claim (a group commit).
 
-        Returns, per claim, None when it is ours (the request may leave) or the outcome that
-        replaces the request. Raises ``HistoryError`` when the database fails. Each statement
-        touches rows in run ID order; a PostgreSQL deadlock between two jobs' transactions
-        is retried whole (``Db.transaction``).
+        Answers, per claim, None when it is ours (the request may leave) or the outcome that
+        replaces the request; and which of the claims made ``ahead`` won. Raises
+        ``HistoryError`` when the database fails. Each statement touches rows in run ID
+        order; a PostgreSQL deadlock is retried (every statement can run twice: a claim
+        already ours is found by its owner and time).
         """
-        return await self._call(self._committer(outcomes, claims, policy), [])
+        work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
+        return await self._call(work, Answers(claims=[]))
 
     def commit_now(
         self,
-        outcomes: Sequence[Retriggered | Failed | Uncertain],
+        outcomes: Sequence[Settled],
         claims: Sequence[Claim],
         policy: ClaimPolicy,
-    ) -> list[Outcome | None]:
+        *,
+        ahead: Sequence[Claim] = (),
+        unused: Sequence[str] = (),
+    ) -> Answers:
         """``commit``, in the calling thread (a ledger's writer thread): no hop to the loop."""
-        return self._run(self._committer(outcomes, claims, policy), [])
+        work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
+        return self._run(work, Answers(claims=[]))
 
     def _committer(
         self,
-        outcomes: Sequence[Retriggered | Failed | Uncertain],
+        outcomes: Sequence[Settled],
         claims: Sequence[Claim],
         policy: ClaimPolicy,
-    ) -> Callable[[Db], list[Outcome | None]]:
+        *,
+        ahead: Sequence[Claim],
+        unused: Sequence[str],
+    ) -> Callable[[Db], Answers]:
         now = datetime.now(UTC)
         stamp, lease = now_iso(now), now_iso(now + timedelta(seconds=policy.lease_s))
         shared = {
@@ -278,19 +343,28 @@ class History:
         known = [shared[name] for name in _OUTCOME_SHARED]
         latest = {outcome.run_id: outcome for outcome in outcomes}  # the last one counts
         settled = [latest[run_id] for run_id in sorted(latest)]
+        early = sorted(ahead, key=lambda claim: claim.run_id)
+        undone = sorted(set(unused))
         wanted = sorted(claims, key=lambda claim: claim.run_id)
 
-        def work(db: Db) -> list[Outcome | None]:
-            with db.transaction():
-                for start in range(0, len(settled), _BATCH):
-                    _settle(db, settled[start : start + _BATCH], known)
-                granted: set[str] = set()
-                for start in range(0, len(wanted), _BATCH):
-                    granted |= _claim_batch(db, wanted[start : start + _BATCH], shared)
-                return [
-                    None if claim.run_id in granted else self._refusal(db, claim, shared, policy)
-                    for claim in claims
-                ]
+        def work(db: Db) -> Answers:
+            db.still_there()
+            for some in _parts(settled):
+                _settle(db, some, known)
+            won: set[str] = set()
+            for early_part in _parts(early):
+                won |= _claim_batch(db, early_part, shared, _AHEAD_TAIL)
+            for ids in _parts(undone):
+                marks = _rows("?{}", len(ids), len(_CLAIM_SHARED) + 1, 1)
+                db.change(_UNUSED.format(marks), [*(shared[n] for n in _CLAIM_SHARED), *ids])
+            granted: set[str] = set()
+            for part in _parts(wanted):
+                granted |= _claim_batch(db, part, shared, _CLAIM_TAIL)
+            answers = [
+                None if claim.run_id in granted else self._refusal(db, claim, shared, policy)
+                for claim in claims
+            ]
+            return Answers(claims=answers, ahead=frozenset(won))
 
         return work
 
@@ -302,7 +376,7 @@ class History:
         stamp = shared["now"]
         refusal = verdict(claim.run_id, row[0] if row else None, policy, stamp)
         gone = row[0][7] if refusal is None and row and row[0][0] == "intent" else None
-        if gone and _claim_batch(db, [claim], shared | {"gone": gone}):
+        if gone and _claim_batch(db, [claim], shared | {"gone": gone}, _CLAIM_TAIL):
             return None  # a crashed job's claim, on this host
         return refusal or Uncertain(
             run_id=claim.run_id, status=None, error="claimed by another job just now", attempts=0
@@ -373,35 +447,45 @@ class History:
         return chains_of(rows, now_iso(since) if since else None, frozenset(flow_ids))
 
 
-def _claim_batch(db: Db, claims: Sequence[Claim], shared: dict[str, Any]) -> set[str]:
-    """One multi-row upsert; the run IDs it granted (rows in run ID order: no deadlocks).
+def _parts(rows: Sequence[T]) -> list[Sequence[T]]:
+    """``rows`` in statements of at most ``_BATCH``."""
+    return [rows[start : start + _BATCH] for start in range(0, len(rows), _BATCH)]
 
-    Its count of rows written says whether all won (the usual case); only when some lost
-    does a second statement read which.
+
+def _claim_batch(db: Db, claims: Sequence[Claim], shared: dict[str, Any], tail: str) -> set[str]:
+    """One multi-row insert; the run IDs it granted (rows in run ID order: no deadlocks).
+
+    ``tail`` decides which existing rows it takes: ``_CLAIM_TAIL`` the policy's, and
+    ``_AHEAD_TAIL`` none. Its count of rows written says whether all won (the usual case);
+    only when some lost does a second statement read which.
     """
     values = [shared[name] for name in _CLAIM_SHARED]
     for claim in claims:
         values += (claim.run_id, claim.flow_id)
     first, count = len(_CLAIM_SHARED) + 1, len(claims)
     rows = _rows(_CLAIM_ROW, count, first, 2)
-    if db.change(_CLAIM_HEAD + rows + _CLAIM_TAIL, values) == count:
+    if db.change(_CLAIM_HEAD + rows + tail, values) == count:
         return {claim.run_id for claim in claims}
     ids = _MINE.format(_rows("?{}", count, first, 2))
     return {row[0] for row in db.execute(ids, values[:-1])}  # the last flow ID is not read
 
 
 def _settle(db: Db, outcomes: Sequence[Settled], shared: list[Any]) -> None:
-    """Record outcomes, then each new run's lineage: two multi-row statements."""
+    """Record each new run's lineage, then the outcomes: two multi-row statements.
+
+    In that order: a crash between them leaves the parents intents (``uncertain``, never
+    sent again) rather than re-triggered runs whose new runs have no lineage.
+    """
     rows = _rows(_OUTCOME_ROW, len(outcomes), len(shared) + 1, 6)
     values = _outcome_values(outcomes, shared)
-    db.change(_SETTLE.format(rows), values)
     new = [outcome.new_run_id for outcome in outcomes if isinstance(outcome, Retriggered)]
     if len(set(new)) == len(new):
         db.change(_CHILD.format(rows), values)
-        return
-    one = _rows(_OUTCOME_ROW, 1, len(shared) + 1, 6)
-    for outcome in outcomes:  # one new run ID answered for two runs: the first one keeps it
-        db.change(_CHILD.format(one), _outcome_values([outcome], shared))
+    else:
+        one = _rows(_OUTCOME_ROW, 1, len(shared) + 1, 6)
+        for outcome in outcomes:  # one new run ID answered for two runs: the first keeps it
+            db.change(_CHILD.format(one), _outcome_values([outcome], shared))
+    db.change(_SETTLE.format(rows), values)
 
 
 def _outcome_values(outcomes: Sequence[Settled], shared: list[Any]) -> list[Any]:

@@ -1,40 +1,57 @@
-"""The history as a ledger: one writer thread, claims and outcomes queued meanwhile share a commit.
+"""The history as a ledger: group commits by a writer process, claims made ahead of the workers.
 
-The writer commits back to back, never waiting for the event loop: while one commit is under
-way the next batch fills, so under load a batch holds every claim made during the previous
-commit, and when idle a claim is written at once. One ``call_soon_threadsafe`` per commit
-wakes every worker whose claim it carried. The job runs on asyncio (aiohttp needs it), so the
-writer reaches the loop through asyncio directly.
+Everything here runs on the event loop. Claims and outcomes queue in the next batch; the
+writer process (``_history_writer``) commits one batch at a time, back to back, so under load
+a batch holds everything queued during the previous commit, and when idle a claim is written
+at once. A batch's one event wakes every worker whose claim it carried.
+
+Claims made ahead (``ahead``, as the producer hands a run ID to the workers) ride the next
+commit too, so that at ``--rate 0`` a worker finds its claim committed instead of waiting for
+it; one that no request used is given back (``unused``), in a later commit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import logging
+import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
+from anyio.abc import Process, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._errors import HistoryError
 from ._history import History
+from ._history_writer import HEADER, Pair, frame, pack
 from ._ledger import Settled
 from ._lineage import Claim, ClaimPolicy
 from ._outcomes import Finished, Outcome
 
+_log = logging.getLogger(__name__)
+
+WRITER_AFTER = 256
+"""Claims after which a job's commits move to the writer process."""
+
 
 @dataclass(slots=True)
 class _Batch:
-    """The claims one commit carries, and the one event that wakes all their workers."""
+    """What one commit carries, and the one event that wakes all the workers it answers."""
 
-    claims: list[Claim] = field(default_factory=list)
+    claims: list[Pair] = field(default_factory=list)
+    ahead: list[Pair] = field(default_factory=list)
     answers: list[Outcome | None] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)
+    """The claims made ahead that did not win (the run was not new to the history)."""
     error: HistoryError | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
 class HistoryLedger:
-    """The history, with group commits by a writer thread that ``serve`` runs.
+    """The history, with group commits by the writer process that ``serve`` runs.
 
     A worker's claim waits for the commit that carries it (the intent is in the database
     before the request leaves); an outcome does not wait, it rides with the next commit.
@@ -46,85 +63,107 @@ class HistoryLedger:
         policy: ClaimPolicy,
         *,
         on_failure: Callable[[str], None] = lambda _: None,
+        writer_after: int = WRITER_AFTER,
     ) -> None:
         self._history = history
+        self._writer_after = writer_after
         self._policy = policy
         self._on_failure = on_failure
         self._failure: HistoryError | None = None
-        # Shared with the writer thread, under ``_queue``:
-        self._queue = threading.Condition(threading.Lock())
         self._next: _Batch | None = None
         """The batch the writer takes next (None: nothing to write)."""
         self._outcomes: list[Settled] = []
+        self._unused: list[str] = []
         self._writing: _Batch | None = None
-        self._idle = False
-        self._stopping = False
+        self._queued = anyio.Event()
+        """Set when something is queued for a writer that waits."""
+        self._ahead: dict[str, _Batch] = {}
+        """Claims made ahead and not used yet, and the commits that carry them."""
+
+    def ahead(self, run_id: str, flow_id: str | None) -> None:
+        """Claim ``run_id`` in the next commit, before a worker needs it (nothing waits)."""
+        if self._failure is None and run_id not in self._ahead:
+            batch = self._batch()
+            batch.ahead.append((run_id, flow_id))
+            self._ahead[run_id] = batch
+
+    def unused(self, run_id: str) -> None:
+        """A claim made ahead that no request used: undo it (the next job may send the run)."""
+        self._give_back(run_id)
+
+    def _give_back(self, run_id: str) -> _Batch | None:
+        """Queue the undo of a claim made ahead; the commit that will carry it, if any."""
+        batch = self._ahead.pop(run_id, None)
+        if batch is None or (batch.done.is_set() and (run_id in batch.lost or batch.error)):
+            return None  # none made, or it lost: nothing of this job's to undo
+        self._unused.append(run_id)
+        return self._batch()
 
     async def claim(self, run_id: str, flow_id: str | None) -> Outcome | None:
-        """Join the next commit and wait for it.
+        """Join the next commit and wait for it (a claim made ahead is usually done already).
 
         Not shielded: a worker cancelled meanwhile leaves the commit to go on without it; a
         granted intent then stays without an outcome (``uncertain`` later, as after ``kill -9``).
         """
         if self._failure is not None:
             raise self._failure
-        with self._queue:
-            batch = self._batch()
-            index = len(batch.claims)
-            batch.claims.append(Claim(run_id=run_id, flow_id=flow_id))
+        early = self._ahead.pop(run_id, None)
+        if early is not None:
+            if not early.done.is_set():
+                await early.done.wait()
+            if early.error is not None:
+                raise early.error
+            if run_id not in early.lost:
+                return None
+            # Not new to the history: claimed now, by the rules, like any other run.
+        batch = self._batch()
+        index = len(batch.claims)
+        batch.claims.append((run_id, flow_id))
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
         return batch.answers[index]
 
     async def peek(self, run_id: str) -> Outcome | None:
+        """A claim made ahead is given back first: a run that waits for ``--rate`` holds none."""
         if self._failure is not None:
             raise self._failure
+        undo = self._give_back(run_id)
+        if undo is not None:
+            await undo.done.wait()
+            if undo.error is not None:
+                raise undo.error
         return await self._history.peek(run_id, self._policy)
 
     def record(self, outcome: Settled) -> None:
         if self._failure is not None:
             raise self._failure
-        with self._queue:
-            self._outcomes.append(outcome)
-            self._batch()
+        self._outcomes.append(outcome)
+        self._batch()
 
     def release(self, run_id: str, instead: Outcome) -> None:
         """Never needed: the history is the last ledger asked."""
         del run_id, instead
 
     async def serve(self) -> None:
-        """Run the writer thread until cancelled; it writes what is queued, then ends."""
-        loop = asyncio.get_running_loop()
-        ended = anyio.Event()
-
-        def writer() -> None:
+        """Commit what is queued until cancelled; then write what is left, and end."""
+        async with anyio.create_task_group() as starting:
+            writer = _Writer(self._history, self._policy, starting, after=self._writer_after)
             try:
-                self._write(loop)
+                await self._commits(writer)
             finally:
-                loop.call_soon_threadsafe(ended.set)
-
-        self._stopping = False
-        threading.Thread(target=writer, name="bulkretry-history", daemon=True).start()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with self._queue:
-                self._stopping = True
-                self._queue.notify()
-            with anyio.CancelScope(shield=True):
-                await ended.wait()
+                with anyio.CancelScope(shield=True):
+                    await self._commits(writer, until_idle=True)
+                    await writer.aclose()
 
     async def flush(self) -> None:
         """Wait for the commit that carries every outcome recorded so far.
 
-        After a failure the job has been told already and nothing more is written: return,
-        whether or not the writer has let go of the failed batch yet.
+        After a failure the job has been told already and nothing more is written: return.
         """
         if self._failure is not None:
             return
-        with self._queue:
-            last = self._writing if self._next is None and not self._outcomes else self._batch()
+        last = self._next or self._writing
         if last is not None:
             with anyio.CancelScope(shield=True):
                 await last.done.wait()
@@ -143,70 +182,131 @@ class HistoryLedger:
             self._fail(error)
 
     def _batch(self) -> _Batch:
-        """The batch being filled (under ``_queue``), waking the writer for a new one."""
+        """The batch being filled, waking the writer for a new one."""
         if self._next is None:
             self._next = _Batch()
-            if self._idle:
-                self._queue.notify()
+            self._queued.set()
         return self._next
 
-    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The writer thread, and beside it the checkpoints (SQLite) until it ends."""
-        stop = threading.Event()
-        try:
-            checkpoints = self._history.checkpointer()
-        except HistoryError:
-            checkpoints = None  # the first commit will say what is wrong
-        thread = None
-        if checkpoints is not None:
-            thread = threading.Thread(target=checkpoints, args=(stop,), daemon=True)
-            thread.start()
-        try:
-            self._commits(loop)
-        finally:
-            stop.set()
-            if thread is not None:
-                thread.join()
-
-    def _commits(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Take what is queued, commit it, hand the answers to the loop; until stopped."""
-        broken: HistoryError | None = None
+    async def _commits(self, writer: _Writer, *, until_idle: bool = False) -> None:
+        """Take what is queued, commit it, wake its workers; until cancelled (or idle)."""
         while True:
-            with self._queue:
-                self._writing = None
-                while self._next is None and not self._stopping:
-                    self._idle = True
-                    self._queue.wait()
-                    self._idle = False
-                batch, self._next = self._next, None
-                outcomes, self._outcomes = self._outcomes, []
-                if batch is None:
+            batch = self._next
+            if batch is None:
+                if until_idle:
                     return
-                self._writing = batch
-            if broken is None:  # after a failure nothing more is written: the job stops
+                self._queued = anyio.Event()
+                await self._queued.wait()
+                continue
+            self._next, self._writing = None, batch
+            outcomes, self._outcomes = self._outcomes, []
+            unused, self._unused = self._unused, []
+            if self._failure is None:  # after a failure nothing more is written: the job stops
                 try:
-                    batch.answers = self._history.commit_now(outcomes, batch.claims, self._policy)
+                    with anyio.CancelScope(shield=True):  # a message half sent is no message
+                        batch.answers, batch.lost = await writer.commit(
+                            outcomes, batch.claims, batch.ahead, unused
+                        )
                 except HistoryError as error:
-                    broken = error
-                except Exception as error:  # noqa: BLE001 - every waiter hears it, none hangs
-                    broken = self._unexpected(error)
-            batch.error = broken
-            try:
-                loop.call_soon_threadsafe(self._answer, batch)
-            except RuntimeError:  # the loop is gone (torn down): nobody waits any more
-                return
-
-    def _unexpected(self, error: Exception) -> HistoryError:
-        """Any other failure of a commit stops the job the same way, in one line."""
-        return HistoryError(self._history.location.failure(f"{type(error).__name__}: {error}"))
-
-    def _answer(self, batch: _Batch) -> None:
-        """On the loop: wake the batch's workers; a failure stops the job."""
-        if batch.error is not None:
-            self._fail(batch.error)
-        batch.done.set()
+                    self._fail(error)
+            batch.error = self._failure
+            self._writing = None
+            batch.done.set()
 
     def _fail(self, error: HistoryError) -> None:
         if self._failure is None:
             self._failure = error
             self._on_failure(str(error))
+
+
+class _Writer:
+    """Commits through the job's own connection until the writer process is ready, then there.
+
+    The process starts once the job has claimed ``after`` runs: a small job never waits for
+    it (nor pays for it), a large one hands its commits over a few hundred claims in.
+    """
+
+    def __init__(
+        self, history: History, policy: ClaimPolicy, starting: TaskGroup, *, after: int
+    ) -> None:
+        self._history = history
+        self._policy = policy
+        self._starting = starting
+        self._after = after
+        self._claimed = 0
+        self._process: Process | None = None
+        self._answers: BufferedByteReceiveStream | None = None
+        self._ready = False
+
+    async def commit(
+        self, outcomes: list[Settled], claims: list[Pair], ahead: list[Pair], unused: list[str]
+    ) -> tuple[list[Outcome | None], set[str]]:
+        """One group commit: per claim None or the outcome instead, and the claims ahead lost."""
+        if self._ready:
+            answer = await self._exchange(pack(outcomes, claims, ahead, unused))
+            return answer[0], answer[1]
+        answers = await self._history.commit(
+            outcomes, _claims(claims), self._policy, ahead=_claims(ahead), unused=unused
+        )
+        self._claimed += len(claims) + len(ahead)
+        if self._claimed >= self._after and self._claimed - len(claims) - len(ahead) < self._after:
+            self._starting.start_soon(self._start)
+        return answers.claims, {run_id for run_id, _ in ahead} - answers.ahead
+
+    async def aclose(self) -> None:
+        """Let a ready process end when its input does; one still starting is stopped."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if self._ready and process.stdin is not None:
+            await process.stdin.aclose()
+        else:
+            process.kill()
+        await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+    async def _start(self) -> None:
+        """Start the process and open the history there; until then (or if never), no change."""
+        history = self._history
+        opening = (history.location, history.org, history.sandbox, history.owner, self._policy)
+        try:
+            self._process = await anyio.open_process(
+                [sys.executable, "-m", "bulkretry._history_writer"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+            )
+        except OSError as error:
+            _log.debug("history writer process not started (%s): commits stay here", error)
+            return
+        assert self._process.stdout is not None
+        self._answers = BufferedByteReceiveStream(self._process.stdout)
+        try:
+            await self._exchange(frame(opening))
+        except HistoryError as error:
+            _log.debug("history writer process not ready (%s): commits stay here", error)
+            return
+        self._ready = True
+
+    async def _exchange(self, message: bytes) -> Any:  # noqa: ANN401 - the writer's answer
+        """One message to the writer and its answer; ``HistoryError`` when it failed."""
+        process, answers = self._process, self._answers
+        assert process is not None
+        assert process.stdin is not None
+        assert answers is not None
+        try:
+            await process.stdin.send(message)
+            (size,) = HEADER.unpack(await answers.receive_exactly(HEADER.size))
+            answer = pickle.loads(await answers.receive_exactly(size))  # noqa: S301 - our writer
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
+            self._ready = False
+            text = "its writer process ended unexpectedly"
+            raise HistoryError(self._history.location.failure(text)) from None
+        if answer[0] == "failed":
+            raise HistoryError(answer[1])
+        return answer[1:]
+
+
+def _claims(pairs: list[Pair]) -> list[Claim]:
+    return [Claim(run_id=run_id, flow_id=flow_id) for run_id, flow_id in pairs]

@@ -47,6 +47,13 @@ class JournalLedger:
         if self._journal is not None:
             self._journal.outcome(outcome)
 
+    def ahead(self, run_id: str, flow_id: str | None) -> None:
+        """Nothing ahead: an intent line costs no wait, it is written as its request leaves."""
+        del run_id, flow_id
+
+    def unused(self, run_id: str) -> None:
+        del run_id
+
     def release(self, run_id: str, instead: Outcome) -> None:
         """Write what the history knows; a run it skipped is "failed" here: tried next time."""
         if self._journal is None:

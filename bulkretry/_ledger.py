@@ -4,8 +4,9 @@ Three places keep that promise: the JSON-lines journal (one job, resumable), and
 history in SQLite or PostgreSQL (every job, across hosts). The pipeline sees a ``Ledger``:
 ``claim`` before a request leaves (None: send; otherwise the outcome that replaces the
 request), ``record`` once the outcome is known, ``peek`` to look without claiming (before
-waiting for ``--rate``, and for a dry run). ``Ledgers`` chains
-them, so ``--journal`` and the history work together.
+waiting for ``--rate``, and for a dry run). ``ahead`` lets a ledger claim a run ID before a
+worker needs it (the history, at ``--rate 0``); ``unused`` gives such a claim back when no
+request used it. ``Ledgers`` chains them, so ``--journal`` and the history work together.
 
 The journal's ledger is in ``_journal_ledger``, the history's in ``_history_ledger``, and
 ``_open_ledger`` opens the ones a job asks for.
@@ -32,6 +33,12 @@ class Ledger(Protocol):
 
     def record(self, outcome: Settled) -> None:
         """The outcome of an attempt (the last one recorded is the run's)."""
+
+    def ahead(self, run_id: str, flow_id: str | None) -> None:
+        """A hint that ``run_id`` will be claimed soon: a ledger may claim it now, or not."""
+
+    def unused(self, run_id: str) -> None:
+        """``run_id`` is settled: undo a claim made ahead that no request used."""
 
     async def peek(self, run_id: str) -> Outcome | None:
         """What ``claim`` would answer, writing no intent (before admission, and ``--dry-run``)."""
@@ -91,6 +98,14 @@ class Ledgers:
     def release(self, run_id: str, instead: Outcome) -> None:
         for ledger in self._ledgers:
             ledger.release(run_id, instead)
+
+    def ahead(self, run_id: str, flow_id: str | None) -> None:
+        for ledger in self._ledgers:
+            ledger.ahead(run_id, flow_id)
+
+    def unused(self, run_id: str) -> None:
+        for ledger in self._ledgers:
+            ledger.unused(run_id)
 
     async def serve(self) -> None:
         async with anyio.create_task_group() as tasks:

@@ -44,6 +44,9 @@ Emit = Callable[[Outcome], Awaitable[None]]
 
 FATAL_AFTER: Final = 3
 """Consecutive refusals of the caller (401, gateway 403) after which nothing more is sent."""
+READ_AHEAD: Final = 4
+"""Run IDs read ahead of the workers, per worker: at ``--rate 0`` the history claims them
+meanwhile, and a group commit's time is covered when each worker has a few waiting."""
 
 
 class Pipeline:
@@ -87,7 +90,7 @@ class Pipeline:
     ) -> None:
         """Feed every item through; ``emit`` gets one outcome per run ID read."""
         concurrency = self.settings.concurrency
-        work_send, work_receive = anyio.create_memory_object_stream[str](concurrency)
+        work_send, work_receive = anyio.create_memory_object_stream[str](READ_AHEAD * concurrency)
         async with anyio.create_task_group() as background:
             if self._ledger is not None:
                 background.start_soon(self._ledger.serve)
@@ -119,6 +122,7 @@ class Pipeline:
                     outcome = await self._screen(item)
                     if outcome is None:
                         assert isinstance(item, str)  # screened: a valid, new run ID
+                        self._claim_ahead(item)
                         await send_without_loss(work, item)
                     else:
                         await emit(outcome)
@@ -141,10 +145,22 @@ class Pipeline:
             return Skipped(run_id=item, reason="interrupted")
         return None
 
+    def _claim_ahead(self, run_id: str) -> None:
+        """With nothing to wait for (``--rate 0``), let the ledger claim a run while it queues.
+
+        The commit then happens while the workers send, not while one of them waits for it.
+        A run that waits for ``--rate`` is claimed as it leaves: the claim is its request's.
+        """
+        if self._ledger is not None and self._admission.free:
+            self._ledger.ahead(str(run_id), getattr(run_id, "flow_id", None))
+
     async def _worker(self, work: MemoryObjectReceiveStream[str], emit: Emit) -> None:
         async with work:
             async for run_id in work:
-                await emit(await self._settle(run_id))
+                outcome = await self._settle(run_id)
+                if self._ledger is not None:
+                    self._ledger.unused(str(run_id))  # e.g. interrupted before its request
+                await emit(outcome)
 
     async def _settle(self, item: str) -> Outcome:
         """Attempt ``item`` until it has a final outcome."""

@@ -1,0 +1,170 @@
+"""The history's writer process: one job's group commits, off the job's interpreter.
+
+A job's claims and outcomes are committed here, in a process of their own, so that SQLite's
+work, and the driver's many trips in and out of it, never compete with the job's event loop
+for the GIL: done by a thread of the job, they cost a ``--rate 0`` job a fifth of its pace.
+``HistoryLedger`` starts it as ``python -m bulkretry._history_writer`` and talks over its
+stdin and stdout, in length-prefixed pickles: first the history to open, then one message
+per group commit, each answered in turn. A commit travels as plain tuples (``pack``), which
+pickle at C speed: the event loop's share of the work stays a few microseconds a run.
+
+It ends when its stdin closes: the job is done, or died (``kill -9``). SIGINT and SIGTERM
+are ignored: a Ctrl-C reaches the whole process group, and the job, not the signal, decides
+when its last outcomes have been written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import signal
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
+
+from ._outcomes import Failed, Retriggered, Uncertain
+
+if TYPE_CHECKING:
+    from ._history import History
+    from ._lineage import Claim, ClaimPolicy
+
+Settled = Retriggered | Failed | Uncertain
+Pair = tuple[str, str | None]
+"""A claim as it travels: run ID, flow ID."""
+
+HEADER: Final = struct.Struct("!I")
+"""Each message: its length, then a pickle."""
+
+
+def frame(message: object) -> bytes:
+    """One message, ready to write."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def pack(
+    outcomes: list[Settled], claims: list[Pair], ahead: list[Pair], unused: list[str]
+) -> bytes:
+    """One group commit's message: outcomes as tuples, claims as (run ID, flow ID)."""
+    rows = [
+        (o.run_id, o.new_run_id, o.etag, o.attempts, o.status)
+        if type(o) is Retriggered
+        else (o.run_id, o.event, o.error, o.attempts, o.status)  # type: ignore[union-attr]
+        for o in outcomes
+    ]
+    return frame((rows, claims, ahead, unused))
+
+
+def _unpack(
+    message: Any,  # noqa: ANN401 - what ``pack`` built
+) -> tuple[list[Settled], list[Claim], list[Claim], list[str]]:
+    from ._lineage import Claim  # noqa: PLC0415 - the writer's side only
+
+    rows, claims, ahead, unused = message
+    kinds: dict[str, type[Failed | Uncertain]] = {"failed": Failed, "uncertain": Uncertain}
+    outcomes: list[Settled] = [
+        kinds[b](run_id=run_id, error=c, attempts=attempts, status=status)
+        if b in kinds
+        else Retriggered(run_id=run_id, new_run_id=b, etag=c, attempts=attempts, status=status)
+        for run_id, b, c, attempts, status in rows
+    ]
+
+    def claimed(pairs: list[Pair]) -> list[Claim]:
+        return [Claim(run_id=run_id, flow_id=flow_id) for run_id, flow_id in pairs]
+
+    return outcomes, claimed(claims), claimed(ahead), unused
+
+
+def _receive(stream: BinaryIO) -> Any | None:  # noqa: ANN401 - whatever the job sent
+    """The next message, or None when the job closed the pipe."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return pickle.loads(body)  # noqa: S301 - from the job that started this process
+
+
+def main() -> None:
+    """Open the history the job names, then commit what it sends until it closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+
+    def send(message: object) -> None:
+        stdout.write(frame(message))
+        stdout.flush()
+
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the job is gone
+        opened = _open(stdin, send)
+        if opened is not None:
+            history, policy = opened
+            try:
+                _commits(history, policy, stdin, send)
+            finally:
+                history.close_now()
+
+
+def _open(stdin: BinaryIO, send: Callable[[object], None]) -> tuple[History, ClaimPolicy] | None:
+    """The history the job's first message names, opened; None when it cannot be."""
+    from ._errors import BulkRetryError  # noqa: PLC0415 - after the signals are ignored
+    from ._history import History  # noqa: PLC0415
+
+    opening = _receive(stdin)
+    if opening is None:
+        return None
+    location, org, sandbox, owner, policy = opening
+    try:
+        history = History.open_now(location, org=org, sandbox=sandbox, owner=owner)
+    except BulkRetryError as error:
+        send(("failed", str(error)))
+        return None
+    send(("ready",))
+    return history, policy
+
+
+def _commits(
+    history: History, policy: ClaimPolicy, stdin: BinaryIO, send: Callable[[object], None]
+) -> None:
+    """Commit each message and answer it; checkpoints beside, on a thread of their own."""
+    from ._errors import BulkRetryError  # noqa: PLC0415
+
+    stop = threading.Event()
+    try:
+        checkpoints = history.checkpointer()
+    except BulkRetryError:
+        checkpoints = None  # the first commit will say what is wrong
+    thread = None
+    if checkpoints is not None:
+        thread = threading.Thread(target=checkpoints, args=(stop,), daemon=True)
+        thread.start()
+    broken: str | None = None
+    try:
+        while (message := _receive(stdin)) is not None:
+            outcomes, claims, ahead, unused = _unpack(message)
+            if broken is None:  # after a failure nothing more is written: the job stops
+                try:
+                    answers = history.commit_now(
+                        outcomes, claims, policy, ahead=ahead, unused=unused
+                    )
+                except BulkRetryError as error:
+                    broken = str(error)
+                except Exception as error:  # noqa: BLE001 - the job hears it in one line
+                    broken = history.location.failure(f"{type(error).__name__}: {error}")
+            if broken is not None:
+                send(("failed", broken))
+                continue
+            lost = {claim.run_id for claim in ahead} - answers.ahead  # usually none
+            send(("ok", answers.claims, lost))
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+
+
+if __name__ == "__main__":
+    main()
