@@ -12,6 +12,7 @@ it; one that no request used is given back (``unused``), in a later commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import subprocess
@@ -148,7 +149,7 @@ class HistoryLedger:
     async def serve(self) -> None:
         """Commit what is queued until cancelled; then write what is left, and end."""
         async with anyio.create_task_group() as starting:
-            writer = _Writer(self._history, self._policy, starting, after=self._writer_after)
+            writer = Committer(self._history, self._policy, starting, after=self._writer_after)
             try:
                 await self._commits(writer)
             finally:
@@ -188,7 +189,7 @@ class HistoryLedger:
             self._queued.set()
         return self._next
 
-    async def _commits(self, writer: _Writer, *, until_idle: bool = False) -> None:
+    async def _commits(self, writer: Committer, *, until_idle: bool = False) -> None:
         """Take what is queued, commit it, wake its workers; until cancelled (or idle)."""
         while True:
             batch = self._next
@@ -219,7 +220,7 @@ class HistoryLedger:
             self._on_failure(str(error))
 
 
-class _Writer:
+class Committer:
     """Commits through the job's own connection until the writer process is ready, then there.
 
     The process starts once the job has claimed ``after`` runs: a small job never waits for
@@ -236,7 +237,7 @@ class _Writer:
         self._claimed = 0
         self._process: Process | None = None
         self._answers: BufferedByteReceiveStream | None = None
-        self._ready = False
+        self._started = self._ready = False
 
     async def commit(
         self, outcomes: list[Settled], claims: list[Pair], ahead: list[Pair], unused: list[str]
@@ -245,28 +246,43 @@ class _Writer:
         if self._ready:
             answer = await self._exchange(pack(outcomes, claims, ahead, unused))
             return answer[0], answer[1]
-        answers = await self._history.commit(
-            outcomes, _claims(claims), self._policy, ahead=_claims(ahead), unused=unused
-        )
+        try:
+            answers = await self._history.commit(
+                outcomes, _claims(claims), self._policy, ahead=_claims(ahead), unused=unused
+            )
+        except HistoryError:
+            raise
+        except Exception as error:  # a bug: every waiter hears it in one line, none hangs
+            text = f"{type(error).__name__}: {error}"
+            raise HistoryError(self._history.location.failure(text)) from None
         self._claimed += len(claims) + len(ahead)
-        if self._claimed >= self._after and self._claimed - len(claims) - len(ahead) < self._after:
-            self._starting.start_soon(self._start)
+        if self._claimed >= self._after and not self._started:
+            self._started = True
+            self._starting.start_soon(self._open)
         return answers.claims, {run_id for run_id, _ in ahead} - answers.ahead
+
+    @property
+    def ready(self) -> bool:
+        """Whether commits go to the writer process now."""
+        return self._ready
 
     async def aclose(self) -> None:
         """Let a ready process end when its input does; one still starting is stopped."""
         process, self._process = self._process, None
         if process is None:
             return
-        if self._ready and process.stdin is not None:
-            await process.stdin.aclose()
-        else:
-            process.kill()
-        await process.wait()
-        if process.stdout is not None:
-            await process.stdout.aclose()
+        if not self._ready:
+            with contextlib.suppress(ProcessLookupError):  # it may have ended already
+                process.kill()
+        await process.aclose()  # its input closes first: a ready writer ends then
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Start the writer process now (once), and wait until it is ready or has failed."""
+        if not self._started:
+            self._started = True
+            await self._open()
+
+    async def _open(self) -> None:
         """Start the process and open the history there; until then (or if never), no change."""
         history = self._history
         opening = (history.location, history.org, history.sandbox, history.owner, self._policy)
@@ -288,6 +304,7 @@ class _Writer:
             _log.debug("history writer process not ready (%s): commits stay here", error)
             return
         self._ready = True
+        _log.debug("history %s: commits move to the writer process", history.location)
 
     async def _exchange(self, message: bytes) -> Any:  # noqa: ANN401 - the writer's answer
         """One message to the writer and its answer; ``HistoryError`` when it failed."""

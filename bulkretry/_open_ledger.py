@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from ._errors import UsageError
 from ._history import History
-from ._history_ledger import HistoryLedger
+from ._history_ledger import WRITER_AFTER, HistoryLedger
 from ._journal import Journal, JournalIndex
 from ._journal_ledger import JournalLedger
 from ._ledger import Ledger, Ledgers
@@ -42,11 +42,14 @@ async def open_ledger(
     settings: JobSettings,
     key: tuple[str, str] | None,
     on_failure: Callable[[str], None],
+    *,
+    writer_after: int = WRITER_AFTER,
 ) -> Ledger | None:
     """The job's ledgers, opened and checked (``UsageError`` before any request), or None.
 
     ``key`` is the (org, sandbox) the history is kept under; ``on_failure`` hears why the
-    history failed mid-job, so that the job stops.
+    history failed mid-job, so that the job stops; ``writer_after`` claims move its commits
+    to the history's writer process.
     """
     ledgers: list[Ledger] = []
     if settings.journal is not None:
@@ -68,7 +71,8 @@ async def open_ledger(
             retry_uncertain=settings.retry_uncertain,
             lease_s=lease_seconds(settings),  # the claim is made as its request leaves
         )
-        ledgers.append(HistoryLedger(history, policy, on_failure=on_failure))
+        ledger = HistoryLedger(history, policy, on_failure=on_failure, writer_after=writer_after)
+        ledgers.append(ledger)
     if not ledgers:
         return None
     return ledgers[0] if len(ledgers) == 1 else Ledgers(ledgers)

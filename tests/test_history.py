@@ -28,6 +28,11 @@ def location(request, tmp_path):
     return HistoryLocation(url=Secret(request.getfixturevalue("pg_url")))
 
 
+async def answered(history, *args, **kwargs):
+    """A group commit's answers, per claim."""
+    return (await history.commit(*args, **kwargs)).claims
+
+
 def claims(*run_ids, flow_id=None):
     """Claims for these run IDs."""
     return [Claim(run_id=run_id, flow_id=flow_id) for run_id in run_ids]
@@ -36,12 +41,12 @@ def claims(*run_ids, flow_id=None):
 async def test_a_claim_wins_once_and_the_outcome_decides_the_next(location):
     """A fresh run is ours; re-triggered → already-retriggered; failed → ours again."""
     async with await History.open(location, org="o", sandbox="s") as history:
-        assert await history.commit([], claims("a", "b"), POLICY) == [None, None]
+        assert await answered(history, [], claims("a", "b"), POLICY) == [None, None]
         done = [
             Retriggered(run_id="a", new_run_id="a-new", etag='"e1"', attempts=1, status=200),
             Failed(run_id="b", status=404, error="gone", attempts=1),
         ]
-        again = await history.commit(done, claims("a", "b"), POLICY)
+        again = await answered(history, done, claims("a", "b"), POLICY)
         assert again == [
             Skipped(run_id="a", reason="already-retriggered", new_run_id="a-new", etag='"e1"'),
             None,
@@ -51,12 +56,12 @@ async def test_a_claim_wins_once_and_the_outcome_decides_the_next(location):
 async def test_an_intent_without_outcome_is_uncertain_until_asked(location):
     """A crashed job's intent: uncertain; with --retry-uncertain, once its lease ran out, ours."""
     async with await History.open(location, org="o", sandbox="s") as first:
-        await first.commit([], claims("x"), ClaimPolicy(lease_s=0))
+        await answered(first, [], claims("x"), ClaimPolicy(lease_s=0))
     async with await History.open(location, org="o", sandbox="s") as second:
-        [refused] = await second.commit([], claims("x"), POLICY)
+        [refused] = await answered(second, [], claims("x"), POLICY)
         assert isinstance(refused, Uncertain) and "intent with no outcome" in refused.error
         retry = ClaimPolicy(retry_uncertain=True)
-        assert await second.commit([], claims("x"), retry) == [None]
+        assert await answered(second, [], claims("x"), retry) == [None]
 
 
 async def test_a_live_jobs_claim_is_never_taken_over(location):
@@ -65,23 +70,23 @@ async def test_a_live_jobs_claim_is_never_taken_over(location):
         await History.open(location, org="o", sandbox="s") as live,
         await History.open(location, org="o", sandbox="s") as other,
     ):
-        await live.commit([], claims("held"), POLICY)
+        await answered(live, [], claims("held"), POLICY)
         forceful = ClaimPolicy(retry_uncertain=True, again=True)
-        [refused] = await other.commit([], claims("held"), forceful)
+        [refused] = await answered(other, [], claims("held"), forceful)
         assert isinstance(refused, Uncertain) and "may be sending it now" in refused.error
 
 
 async def test_again_takes_a_retriggered_or_uncertain_run(location):
     """--again re-triggers what the history says was (maybe) re-triggered."""
     async with await History.open(location, org="o", sandbox="s") as history:
-        await history.commit([], claims("r", "u"), POLICY)
+        await answered(history, [], claims("r", "u"), POLICY)
         settled = [
             Retriggered(run_id="r", new_run_id="r2", etag=None, attempts=1, status=200),
             Uncertain(run_id="u", status=502, error="bad gateway", attempts=1),
         ]
-        refused = await history.commit(settled, claims("r", "u"), POLICY)
+        refused = await answered(history, settled, claims("r", "u"), POLICY)
         assert [type(outcome) for outcome in refused] == [Skipped, Uncertain]
-        assert await history.commit([], claims("r", "u"), ClaimPolicy(again=True)) == [None, None]
+        assert await answered(history, [], claims("r", "u"), ClaimPolicy(again=True)) == [None, None]
 
 
 async def test_lineage_counts_generations_and_stops_at_the_limit(location):
@@ -89,15 +94,15 @@ async def test_lineage_counts_generations_and_stops_at_the_limit(location):
     async with await History.open(location, org="o", sandbox="s") as history:
         run = "g0"
         for generation in range(3):
-            assert await history.commit([], claims(run, flow_id="flow-1"), POLICY) == [None]
+            assert await answered(history, [], claims(run, flow_id="flow-1"), POLICY) == [None]
             new = f"g{generation + 1}"
-            await history.commit(
+            await answered(history, 
                 [Retriggered(run_id=run, new_run_id=new, etag=None, attempts=1, status=200)],
                 [],
                 POLICY,
             )
             run = new
-        [limit] = await history.commit([], claims("g3"), POLICY)
+        [limit] = await answered(history, [], claims("g3"), POLICY)
         assert limit == Skipped(
             run_id="g3",
             reason="generation-limit",
@@ -112,14 +117,14 @@ async def test_lineage_counts_generations_and_stops_at_the_limit(location):
 async def test_one_history_keeps_orgs_and_sandboxes_apart(location):
     """The key is (org, sandbox, run_id): the same run ID elsewhere is a different run."""
     async with await History.open(location, org="o", sandbox="prod") as prod:
-        await prod.commit([], claims("same"), POLICY)
-        await prod.commit(
+        await answered(prod, [], claims("same"), POLICY)
+        await answered(prod, 
             [Retriggered(run_id="same", new_run_id="n", etag=None, attempts=1, status=200)],
             [],
             POLICY,
         )
     async with await History.open(location, org="o", sandbox="dev") as dev:
-        assert await dev.commit([], claims("same"), POLICY) == [None]
+        assert await answered(dev, [], claims("same"), POLICY) == [None]
 
 
 async def test_concurrent_jobs_claim_each_run_once(location):
@@ -131,7 +136,7 @@ async def test_concurrent_jobs_claim_each_run_once(location):
         async with await History.open(location, org="o", sandbox="s") as history:
             for start in range(0, len(ids), 20):
                 batch = ids[start : start + 20]
-                answers = await history.commit([], claims(*batch), POLICY)
+                answers = await answered(history, [], claims(*batch), POLICY)
                 granted.extend(
                     run for run, answer in zip(batch, answers, strict=True) if answer is None
                 )
@@ -145,8 +150,8 @@ async def test_concurrent_jobs_claim_each_run_once(location):
 async def test_follow_through_reads_back_chains_and_counts(location):
     """pending, record_finished, chains and tally: what `status` shows, per original and flow."""
     async with await History.open(location, org="o", sandbox="s") as history:
-        await history.commit([], claims("ok", "bad", "wait", flow_id="f1"), POLICY)
-        await history.commit(
+        await answered(history, [], claims("ok", "bad", "wait", flow_id="f1"), POLICY)
+        await answered(history, 
             [
                 Retriggered(run_id="ok", new_run_id="ok-2", etag=None, attempts=1, status=200),
                 Retriggered(run_id="bad", new_run_id="bad-2", etag=None, attempts=1, status=200),
@@ -172,7 +177,7 @@ async def test_follow_through_reads_back_chains_and_counts(location):
 async def test_a_newer_schema_is_refused_in_one_line(location):
     """A history written by a newer bulkretry: a clear usage error, not a guess."""
     async with await History.open(location, org="o", sandbox="s") as history:
-        await history.commit([], claims("a"), POLICY)
+        await answered(history, [], claims("a"), POLICY)
     if location.path is not None:
         with sqlite3.connect(location.path) as raw:
             raw.execute("UPDATE bulkretry_schema SET value = '99'")
@@ -257,10 +262,10 @@ def test_mask_url_hides_passwords_in_both_places():
 async def test_an_end_recorded_before_the_lineage_keeps_both(location):
     """record_finished may land before the re-trigger's outcome: lineage and end both stay."""
     async with await History.open(location, org="o", sandbox="s") as history:
-        await history.commit([], claims("early", flow_id="f9"), POLICY)
+        await answered(history, [], claims("early", flow_id="f9"), POLICY)
         await history.record_finished("early-2", status="success", records=3)
         done = Retriggered(run_id="early", new_run_id="early-2", etag=None, attempts=1, status=200)
-        await history.commit([done], [], POLICY)
+        await answered(history, [done], [], POLICY)
         [chain] = await history.chains(since=None, flow_ids=())
         assert (chain.latest_run_id, chain.latest_status, chain.generation) == (
             "early-2",
@@ -276,17 +281,17 @@ async def test_a_dead_local_jobs_claim_is_taken_without_waiting(location):
     dead_pid = int(ended.stdout)
     async with await History.open(location, org="o", sandbox="s") as crashed:
         crashed.owner = f"{socket.gethostname()}:{dead_pid}:gone"
-        await crashed.commit([], claims("orphan"), POLICY)
+        await answered(crashed, [], claims("orphan"), POLICY)
     async with await History.open(location, org="o", sandbox="s") as later:
-        [plain] = await later.commit([], claims("orphan"), POLICY)
+        [plain] = await answered(later, [], claims("orphan"), POLICY)
         assert isinstance(plain, Uncertain) and "intent with no outcome" in plain.error
-        assert await later.commit([], claims("orphan"), ClaimPolicy(retry_uncertain=True)) == [None]
+        assert await answered(later, [], claims("orphan"), ClaimPolicy(retry_uncertain=True)) == [None]
 
 
 async def test_one_commit_records_many_outcomes_and_their_lineage(location):
     """A group commit: the last outcome of a run counts; a new run ID answered twice goes to one."""
     async with await History.open(location, org="o", sandbox="s") as history:
-        await history.commit([], claims("a", "b", "c", "d", flow_id="f"), POLICY)
+        await answered(history, [], claims("a", "b", "c", "d", flow_id="f"), POLICY)
         outcomes = [
             Failed(run_id="a", status=500, error="first try", attempts=1),
             Retriggered(run_id="a", new_run_id="a-2", etag='"e"', attempts=2, status=200),
@@ -294,7 +299,7 @@ async def test_one_commit_records_many_outcomes_and_their_lineage(location):
             Retriggered(run_id="b", new_run_id="same-new", etag=None, attempts=1, status=200),
             Uncertain(run_id="d", status=None, error="timed out", attempts=1),
         ]
-        answers = await history.commit(outcomes, claims("a", "b", "d", "e"), POLICY)
+        answers = await answered(history, outcomes, claims("a", "b", "d", "e"), POLICY)
         assert answers[0] == Skipped(
             run_id="a", reason="already-retriggered", new_run_id="a-2", etag='"e"'
         )

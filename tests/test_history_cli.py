@@ -157,6 +157,49 @@ def test_kill_9_mid_job_then_resume_from_the_history(emulator, thread_server, tm
     assert resumed.events("skipped")  # outcomes committed before the kill were kept
 
 
+def test_sigterm_at_rate_0_gives_back_the_claims_made_ahead(emulator, thread_server, tmp_path):
+    """Stopped at --rate 0: runs claimed ahead but never sent are sent next time, none uncertain."""
+    emulator.faults = Faults(latency=0.1)
+    ids = [f"ahead-{n}" for n in range(200)]
+    env = history_env(thread_server, tmp_path)
+    job = spawn_cli(["retry", "--rate", "0", "--concurrency", "4"], env=env)
+    job.stdin.write("".join(f"{run_id}\n" for run_id in ids).encode())
+    job.stdin.flush()  # stdin stays open: the job is mid-stream when it is stopped
+    deadline = time.monotonic() + 20
+    while sum(emulator.stats.retriggers.values()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.terminate()
+    stdout, stderr = job.communicate(timeout=30)
+    assert job.returncode == 130, stderr
+    stopped = {line["run_id"]: line.get("reason") for line in parse_lines(stdout)[:-1]}
+    assert list(stopped.values()).count("interrupted") >= 8  # read, claimed ahead, not sent
+    before = set(emulator.stats.retriggers)
+    emulator.faults = Faults()
+    resumed = run_cli(["retry", "--rate", "0"], env=env, stdin="\n".join(ids).encode())
+    events = {line["run_id"]: line["event"] for line in resumed.lines[:-1]}
+    never_sent = {run_id: events[run_id] for run_id in ids if run_id not in before}
+    assert never_sent == dict.fromkeys(never_sent, "retriggered")
+    assert max(emulator.stats.retriggers.values()) == 1
+
+
+def test_a_large_job_commits_through_the_writer_process(emulator, thread_server, tmp_path):
+    """Past a few hundred claims the writer process commits: each run once, all recorded."""
+    ids = [f"large-{n}" for n in range(1500)]
+    env = history_env(thread_server, tmp_path)
+    job = ["retry", "--rate", "0", "--log-level", "debug"]
+    first = run_cli(job, env=env, stdin="\n".join(ids).encode())
+    assert first.code == 0 and first.summary["retriggered"] == len(ids), first.stderr
+    assert "commits move to the writer process" in first.stderr
+    with sqlite3.connect(default_history(tmp_path)) as db:
+        recorded = dict(db.execute("SELECT run_id, state FROM bulkretry_runs").fetchall())
+        lineage = db.execute("SELECT count(*) FROM bulkretry_runs WHERE generation = 1").fetchone()
+    assert {recorded[run_id] for run_id in ids} == {"retriggered"}
+    assert lineage == (len(ids),)
+    again = run_cli(["retry", "--rate", "0"], env=env, stdin="\n".join(ids).encode())
+    assert again.summary["skipped"] == len(ids)
+    assert max(emulator.stats.retriggers.values()) == 1
+
+
 @pytest.mark.parametrize("ledger", ["history", "journal"])
 def test_kill_9_while_runs_wait_for_rate_leaves_them_unclaimed(
     ledger, emulator, thread_server, tmp_path

@@ -8,7 +8,7 @@ import pytest
 from bulkretry import Failed, JobSettings, Retriggered, Skipped
 from bulkretry import _history as history_module
 from bulkretry._errors import HistoryError
-from bulkretry._history_ledger import HistoryLedger
+from bulkretry._history_ledger import WRITER_AFTER, HistoryLedger
 from bulkretry._history_location import HistoryLocation
 from bulkretry._open_ledger import open_ledger
 
@@ -31,13 +31,12 @@ async def test_a_claim_outlasts_an_op_switch_resend_queued_behind_the_rate(tmp_p
 
 
 @asynccontextmanager
-async def serving(path, on_failure=lambda _: None, **settings):
+async def serving(path, on_failure=lambda _: None, *, writer_after=WRITER_AFTER, **settings):
     """A job's history ledger on ``path``, its writer running until the block ends."""
     job = {"rate": 0, "concurrency": 8} | settings
     async with AsyncExitStack() as stack:
-        ledger = await open_ledger(
-            stack, JobSettings(**job, history=HistoryLocation(path=path)), KEY, on_failure
-        )
+        settings = JobSettings(**job, history=HistoryLocation(path=path))
+        ledger = await open_ledger(stack, settings, KEY, on_failure, writer_after=writer_after)
         assert isinstance(ledger, HistoryLedger)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(ledger.serve)
@@ -150,9 +149,9 @@ async def test_a_history_file_removed_or_replaced_mid_job_stops_it(tmp_path, how
 
 @pytest.mark.anyio
 async def test_a_jobs_sqlite_history_is_checkpointed_beside_the_writer(tmp_path):
-    """The WAL is copied back into the file by a thread of its own while the job writes."""
+    """The writer process copies the WAL back into the file, on a thread of its own."""
     path = tmp_path / "history.sqlite3"
-    async with serving(path) as ledger:
+    async with serving(path, writer_after=0) as ledger:
         before = path.stat().st_size
         for n in range(200):
             assert await ledger.claim(f"run-{n}", None) is None
@@ -164,3 +163,42 @@ async def test_a_jobs_sqlite_history_is_checkpointed_beside_the_writer(tmp_path)
             await anyio.sleep(0.02)
         # A commit by itself would checkpoint only after 10,000 pages: these are far fewer.
         assert path.stat().st_size > before
+
+
+def states(path):
+    """Each run's state in the history file, by run ID."""
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT run_id, state FROM bulkretry_runs").fetchall())
+
+
+@pytest.mark.anyio
+async def test_claims_made_ahead_win_for_new_runs_and_others_are_claimed_by_the_rules(tmp_path):
+    """A run never seen is claimed ahead; a known one as it leaves; an unused one is undone."""
+    path = tmp_path / "history.sqlite3"
+    async with serving(path) as ledger:
+        assert await ledger.claim("known", None) is None
+        ledger.record(
+            Retriggered(run_id="known", new_run_id="known-2", etag=None, attempts=1, status=200)
+        )
+        for run_id in ("new", "known", "spare"):
+            ledger.ahead(run_id, None)
+        assert await ledger.claim("new", None) is None
+        refusal = await ledger.claim("known", None)
+        assert isinstance(refusal, Skipped) and refusal.reason == "already-retriggered"
+        for run_id in ("spare", "new", "known"):  # only "spare" was claimed and not used
+            ledger.unused(run_id)
+        await ledger.flush()
+    assert states(path) == {"known": "retriggered", "known-2": None, "new": "intent"}
+
+
+@pytest.mark.anyio
+async def test_a_run_that_must_wait_for_rate_gives_its_claim_made_ahead_back(tmp_path):
+    """The look before a wait sees no intent of this job's own, and none is held meanwhile."""
+    path = tmp_path / "history.sqlite3"
+    async with serving(path) as ledger:
+        ledger.ahead("slow", None)
+        assert await ledger.peek("slow") is None
+        await ledger.flush()
+        assert states(path) == {}
+        assert await ledger.claim("slow", None) is None  # as its request leaves
+    assert states(path) == {"slow": "intent"}
