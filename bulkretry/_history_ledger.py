@@ -1,9 +1,10 @@
 """The history as a ledger: group commits by a writer process, claims made ahead of the workers.
 
-Everything here runs on the event loop. Claims and outcomes queue in the next batch; the
-writer process (``_history_writer``) commits one batch at a time, back to back, so under load
-a batch holds everything queued during the previous commit, and when idle a claim is written
-at once. A batch's one event wakes every worker whose claim it carried.
+Everything here runs on the event loop. Claims and outcomes queue in the next batch; one
+batch at a time is committed (``_history_commits``: by the job's own connection, then by the
+writer process), back to back, so under load a batch holds everything queued during the
+previous commit, and when idle a claim is written at once. A batch's one event wakes every
+worker whose claim it carried.
 
 Claims made ahead (``ahead``, as the producer hands a run ID to the workers) ride the next
 commit too, so that at ``--rate 0`` a worker finds its claim committed instead of waiting for
@@ -12,30 +13,18 @@ it; one that no request used is given back (``unused``), in a later commit.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import pickle
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._errors import HistoryError
 from ._history import History
-from ._history_writer import HEADER, Pair, frame, pack
+from ._history_commits import WRITER_AFTER, Committer
+from ._history_writer import Pair
 from ._ledger import Settled
-from ._lineage import Claim, ClaimPolicy
+from ._lineage import ClaimPolicy
 from ._outcomes import Finished, Outcome
-
-_log = logging.getLogger(__name__)
-
-WRITER_AFTER = 256
-"""Claims after which a job's commits move to the writer process."""
 
 
 @dataclass(slots=True)
@@ -52,7 +41,7 @@ class _Batch:
 
 
 class HistoryLedger:
-    """The history, with group commits by the writer process that ``serve`` runs.
+    """The history, with the group commits that ``serve`` runs.
 
     A worker's claim waits for the commit that carries it (the intent is in the database
     before the request leaves); an outcome does not wait, it rides with the next commit.
@@ -218,112 +207,3 @@ class HistoryLedger:
         if self._failure is None:
             self._failure = error
             self._on_failure(str(error))
-
-
-class Committer:
-    """Commits through the job's own connection until the writer process is ready, then there.
-
-    The process starts once the job has claimed ``after`` runs: a small job never waits for
-    it (nor pays for it), a large one hands its commits over a few hundred claims in.
-    """
-
-    def __init__(
-        self, history: History, policy: ClaimPolicy, starting: TaskGroup, *, after: int
-    ) -> None:
-        self._history = history
-        self._policy = policy
-        self._starting = starting
-        self._after = after
-        self._claimed = 0
-        self._process: Process | None = None
-        self._answers: BufferedByteReceiveStream | None = None
-        self._started = self._ready = False
-
-    async def commit(
-        self, outcomes: list[Settled], claims: list[Pair], ahead: list[Pair], unused: list[str]
-    ) -> tuple[list[Outcome | None], set[str]]:
-        """One group commit: per claim None or the outcome instead, and the claims ahead lost."""
-        if self._ready:
-            answer = await self._exchange(pack(outcomes, claims, ahead, unused))
-            return answer[0], answer[1]
-        try:
-            answers = await self._history.commit(
-                outcomes, _claims(claims), self._policy, ahead=_claims(ahead), unused=unused
-            )
-        except HistoryError:
-            raise
-        except Exception as error:  # a bug: every waiter hears it in one line, none hangs
-            text = f"{type(error).__name__}: {error}"
-            raise HistoryError(self._history.location.failure(text)) from None
-        self._claimed += len(claims) + len(ahead)
-        if self._claimed >= self._after and not self._started:
-            self._started = True
-            self._starting.start_soon(self._open)
-        return answers.claims, {run_id for run_id, _ in ahead} - answers.ahead
-
-    @property
-    def ready(self) -> bool:
-        """Whether commits go to the writer process now."""
-        return self._ready
-
-    async def aclose(self) -> None:
-        """Let a ready process end when its input does; one still starting is stopped."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if not self._ready:
-            with contextlib.suppress(ProcessLookupError):  # it may have ended already
-                process.kill()
-        await process.aclose()  # its input closes first: a ready writer ends then
-
-    async def start(self) -> None:
-        """Start the writer process now (once), and wait until it is ready or has failed."""
-        if not self._started:
-            self._started = True
-            await self._open()
-
-    async def _open(self) -> None:
-        """Start the process and open the history there; until then (or if never), no change."""
-        history = self._history
-        opening = (history.location, history.org, history.sandbox, history.owner, self._policy)
-        try:
-            self._process = await anyio.open_process(
-                [sys.executable, "-m", "bulkretry._history_writer"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,
-            )
-        except OSError as error:
-            _log.debug("history writer process not started (%s): commits stay here", error)
-            return
-        assert self._process.stdout is not None
-        self._answers = BufferedByteReceiveStream(self._process.stdout)
-        try:
-            await self._exchange(frame(opening))
-        except HistoryError as error:
-            _log.debug("history writer process not ready (%s): commits stay here", error)
-            return
-        self._ready = True
-        _log.debug("history %s: commits move to the writer process", history.location)
-
-    async def _exchange(self, message: bytes) -> Any:  # noqa: ANN401 - the writer's answer
-        """One message to the writer and its answer; ``HistoryError`` when it failed."""
-        process, answers = self._process, self._answers
-        assert process is not None
-        assert process.stdin is not None
-        assert answers is not None
-        try:
-            await process.stdin.send(message)
-            (size,) = HEADER.unpack(await answers.receive_exactly(HEADER.size))
-            answer = pickle.loads(await answers.receive_exactly(size))  # noqa: S301 - our writer
-        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
-            self._ready = False
-            text = "its writer process ended unexpectedly"
-            raise HistoryError(self._history.location.failure(text)) from None
-        if answer[0] == "failed":
-            raise HistoryError(answer[1])
-        return answer[1:]
-
-
-def _claims(pairs: list[Pair]) -> list[Claim]:
-    return [Claim(run_id=run_id, flow_id=flow_id) for run_id, flow_id in pairs]

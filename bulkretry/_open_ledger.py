@@ -13,7 +13,8 @@ import anyio.to_thread
 
 from ._errors import UsageError
 from ._history import History
-from ._history_ledger import WRITER_AFTER, HistoryLedger
+from ._history_commits import WRITER_AFTER
+from ._history_ledger import HistoryLedger
 from ._journal import Journal, JournalIndex
 from ._journal_ledger import JournalLedger
 from ._ledger import Ledger, Ledgers

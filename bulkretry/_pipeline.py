@@ -45,8 +45,8 @@ Emit = Callable[[Outcome], Awaitable[None]]
 FATAL_AFTER: Final = 3
 """Consecutive refusals of the caller (401, gateway 403) after which nothing more is sent."""
 READ_AHEAD: Final = 4
-"""Run IDs read ahead of the workers, per worker: at ``--rate 0`` the history claims them
-meanwhile, and a group commit's time is covered when each worker has a few waiting."""
+"""Run IDs read ahead of the workers, per worker, at ``--rate 0`` (1 when paced): the history
+claims them meanwhile, and a group commit's time is covered when each worker has a few."""
 
 
 class Pipeline:
@@ -90,7 +90,8 @@ class Pipeline:
     ) -> None:
         """Feed every item through; ``emit`` gets one outcome per run ID read."""
         concurrency = self.settings.concurrency
-        work_send, work_receive = anyio.create_memory_object_stream[str](READ_AHEAD * concurrency)
+        ahead = READ_AHEAD if self.settings.rate == 0 else 1  # claims ahead need no pacing
+        work_send, work_receive = anyio.create_memory_object_stream[str](ahead * concurrency)
         async with anyio.create_task_group() as background:
             if self._ledger is not None:
                 background.start_soon(self._ledger.serve)

@@ -86,7 +86,10 @@ async def test_again_takes_a_retriggered_or_uncertain_run(location):
         ]
         refused = await answered(history, settled, claims("r", "u"), POLICY)
         assert [type(outcome) for outcome in refused] == [Skipped, Uncertain]
-        assert await answered(history, [], claims("r", "u"), ClaimPolicy(again=True)) == [None, None]
+        assert await answered(history, [], claims("r", "u"), ClaimPolicy(again=True)) == [
+            None,
+            None,
+        ]
 
 
 async def test_lineage_counts_generations_and_stops_at_the_limit(location):
@@ -96,7 +99,8 @@ async def test_lineage_counts_generations_and_stops_at_the_limit(location):
         for generation in range(3):
             assert await answered(history, [], claims(run, flow_id="flow-1"), POLICY) == [None]
             new = f"g{generation + 1}"
-            await answered(history, 
+            await answered(
+                history,
                 [Retriggered(run_id=run, new_run_id=new, etag=None, attempts=1, status=200)],
                 [],
                 POLICY,
@@ -118,7 +122,8 @@ async def test_one_history_keeps_orgs_and_sandboxes_apart(location):
     """The key is (org, sandbox, run_id): the same run ID elsewhere is a different run."""
     async with await History.open(location, org="o", sandbox="prod") as prod:
         await answered(prod, [], claims("same"), POLICY)
-        await answered(prod, 
+        await answered(
+            prod,
             [Retriggered(run_id="same", new_run_id="n", etag=None, attempts=1, status=200)],
             [],
             POLICY,
@@ -151,7 +156,8 @@ async def test_follow_through_reads_back_chains_and_counts(location):
     """pending, record_finished, chains and tally: what `status` shows, per original and flow."""
     async with await History.open(location, org="o", sandbox="s") as history:
         await answered(history, [], claims("ok", "bad", "wait", flow_id="f1"), POLICY)
-        await answered(history, 
+        await answered(
+            history,
             [
                 Retriggered(run_id="ok", new_run_id="ok-2", etag=None, attempts=1, status=200),
                 Retriggered(run_id="bad", new_run_id="bad-2", etag=None, attempts=1, status=200),
@@ -285,7 +291,9 @@ async def test_a_dead_local_jobs_claim_is_taken_without_waiting(location):
     async with await History.open(location, org="o", sandbox="s") as later:
         [plain] = await answered(later, [], claims("orphan"), POLICY)
         assert isinstance(plain, Uncertain) and "intent with no outcome" in plain.error
-        assert await answered(later, [], claims("orphan"), ClaimPolicy(retry_uncertain=True)) == [None]
+        assert await answered(later, [], claims("orphan"), ClaimPolicy(retry_uncertain=True)) == [
+            None
+        ]
 
 
 async def test_one_commit_records_many_outcomes_and_their_lineage(location):

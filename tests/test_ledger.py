@@ -8,7 +8,8 @@ import pytest
 from bulkretry import Failed, JobSettings, Retriggered, Skipped
 from bulkretry import _history as history_module
 from bulkretry._errors import HistoryError
-from bulkretry._history_ledger import WRITER_AFTER, HistoryLedger
+from bulkretry._history_commits import WRITER_AFTER
+from bulkretry._history_ledger import HistoryLedger
 from bulkretry._history_location import HistoryLocation
 from bulkretry._open_ledger import open_ledger
 
