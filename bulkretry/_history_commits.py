@@ -30,7 +30,7 @@ from ._outcomes import Outcome
 
 _log = logging.getLogger(__name__)
 
-WRITER_AFTER: Final = 256
+WRITER_AFTER: Final = 100
 """Claims after which a job's commits move to the writer process."""
 
 
