@@ -3,20 +3,20 @@
 One table, ``bulkretry_runs``, keyed by (org, sandbox, run_id), in SQLite (stdlib ``sqlite3``)
 or PostgreSQL (psycopg 3, the ``postgres`` extra). A row is a run bulkretry has claimed, or
 one it created by a re-trigger (its lineage: parent, original, generation; and, once someone
-followed it, its final status). Every call runs in a thread (anyio's, or a ledger's writer
-thread), one at a time on the connection, so the event loop never waits on a disk or a socket.
+followed it, its final status). Every call runs off the event loop, one at a time on the
+connection: in anyio's threads, or in the history's writer process (``_history_writer``),
+which has no loop and commits with ``commit_now``.
 
 A claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE``: the database, not a read before
 the write, decides who may send, so concurrent jobs on one history (processes, hosts)
 re-trigger a run at most once. A group commit is a handful of multi-row statements, whatever
-its size, each its own transaction (each one atomic; every ``BEGIN``/``COMMIT`` is another
-trip through the driver for the writer thread, which competes with the event loop for the
-GIL). Their order makes a crash between two of them safe: the new runs' lineage, then the
-outcomes (a new run recorded before its parent's outcome leaves the parent an intent:
-``uncertain``, never sent again), then the claims made ahead, the ones given back, and the
-claims (their count of rows written says whether all won; only when not is a second
-statement needed). An intent carries its owner and a lease; a live job's in-flight claim is
-never taken over, not even by ``--retry-uncertain`` or ``--again``.
+its size, each its own transaction: each one is atomic, and a ``BEGIN`` and a ``COMMIT`` would
+be two more trips through the driver. Their order makes a crash between two of them safe:
+the new runs' lineage, then the outcomes (a new run recorded before its parent's outcome
+leaves the parent an intent: ``uncertain``, never sent again), then the claims made ahead,
+the ones given back, and the claims (their count of rows written says whether all won; only
+when not is a second statement needed). An intent carries its owner and a lease; a live
+job's in-flight claim is never taken over, not even by ``--retry-uncertain`` or ``--again``.
 
 A claim made ahead (``ahead``: the job claims the run IDs it has read before a worker needs
 them, so that no request waits for a commit) is a plain insert: it wins only for a run the
@@ -220,7 +220,7 @@ class History:
         """Who holds this job's claims: host, the job's process ID, a tag (``owner_gone``)."""
         self._limiter = anyio.CapacityLimiter(1)
         self._lock = threading.Lock()
-        """The connection's: a ledger's writer thread commits beside ``_call``'s threads."""
+        """The connection's: one transaction at a time, whichever thread asks."""
 
     def __repr__(self) -> str:
         return f"History({self.location})"
@@ -315,7 +315,7 @@ class History:
         ahead: Sequence[Claim] = (),
         unused: Sequence[str] = (),
     ) -> Answers:
-        """``commit``, in the calling thread (a ledger's writer thread): no hop to the loop."""
+        """``commit``, in the calling thread (the writer process has no event loop)."""
         work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
         return self._run(work, Answers(claims=[]))
 

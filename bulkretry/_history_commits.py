@@ -51,7 +51,7 @@ class Committer:
         self._claimed = 0
         self._process: Process | None = None
         self._answers: BufferedByteReceiveStream | None = None
-        self._started = self._ready = False
+        self._started = self._ready = self._closed = False
 
     async def commit(
         self, outcomes: list[Settled], claims: list[Pair], ahead: list[Pair], unused: list[str]
@@ -82,6 +82,7 @@ class Committer:
 
     async def aclose(self) -> None:
         """Let a ready process end when its input does; one still starting is stopped."""
+        self._closed = True
         process, self._process = self._process, None
         if process is None:
             return
@@ -101,14 +102,19 @@ class Committer:
         history = self._history
         opening = (history.location, history.org, history.sandbox, history.owner, self._policy)
         try:
+            # Its own session: a Ctrl-C at the terminal is the job's to handle, not the writer's.
             self._process = await anyio.open_process(
                 [sys.executable, "-m", "bulkretry._history_writer"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=None,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as error:
             _log.debug("history writer process not started (%s): commits stay here", error)
+            return
+        if self._closed:  # the job ended while the process started
+            await self.aclose()
             return
         assert self._process.stdout is not None
         self._answers = BufferedByteReceiveStream(self._process.stdout)

@@ -70,7 +70,7 @@ async def open_ledger(
             max_generations=settings.max_generations,
             again=settings.again,
             retry_uncertain=settings.retry_uncertain,
-            lease_s=lease_seconds(settings),  # the claim is made as its request leaves
+            lease_s=lease_seconds(settings),  # claimed as its request leaves, or just before
         )
         ledger = HistoryLedger(history, policy, on_failure=on_failure, writer_after=writer_after)
         ledgers.append(ledger)
