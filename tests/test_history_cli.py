@@ -31,6 +31,24 @@ def default_history(tmp_path):
     return tmp_path / "state" / "bulkretry" / "history.sqlite3"
 
 
+def fed_job(env, ids, *args, mid_stream=False):
+    """A ``retry`` job given ``ids`` on stdin: closed, or left open (``mid_stream``)."""
+    job = spawn_cli(["retry", *args], env=env)
+    job.stdin.write("".join(f"{run_id}\n" for run_id in ids).encode())
+    if mid_stream:
+        job.stdin.flush()
+    else:
+        job.stdin.close()
+    return job
+
+
+def until_retriggered(emulator, count):
+    """Wait (20 s at most) until the emulator has taken ``count`` re-triggers."""
+    deadline = time.monotonic() + 20
+    while sum(emulator.stats.retriggers.values()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def nightly(env):
     """The README's nightly job: ``failed | retry``; the retry run's result."""
     listing = run_cli(["failed", "--flow-id", FLOW], env=env)
@@ -132,12 +150,8 @@ def test_kill_9_mid_job_then_resume_from_the_history(emulator, thread_server, tm
     emulator.faults = Faults(latency=0.03)
     ids = [f"crash-{n}" for n in range(120)]
     env = history_env(thread_server, tmp_path)
-    job = spawn_cli(["retry", "--rate", "0", "--concurrency", "6"], env=env)
-    job.stdin.write("".join(f"{run_id}\n" for run_id in ids).encode())
-    job.stdin.close()
-    deadline = time.monotonic() + 20
-    while sum(emulator.stats.retriggers.values()) < 30 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    job = fed_job(env, ids, "--rate", "0", "--concurrency", "6")
+    until_retriggered(emulator, 30)
     job.send_signal(signal.SIGKILL)
     job.wait(10)
     job.stdout.close()
@@ -162,12 +176,8 @@ def test_sigterm_at_rate_0_gives_back_the_claims_made_ahead(emulator, thread_ser
     emulator.faults = Faults(latency=0.1)
     ids = [f"ahead-{n}" for n in range(200)]
     env = history_env(thread_server, tmp_path)
-    job = spawn_cli(["retry", "--rate", "0", "--concurrency", "4"], env=env)
-    job.stdin.write("".join(f"{run_id}\n" for run_id in ids).encode())
-    job.stdin.flush()  # stdin stays open: the job is mid-stream when it is stopped
-    deadline = time.monotonic() + 20
-    while sum(emulator.stats.retriggers.values()) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    job = fed_job(env, ids, "--rate", "0", "--concurrency", "4", mid_stream=True)
+    until_retriggered(emulator, 4)
     job.terminate()
     stdout, stderr = job.communicate(timeout=30)
     assert job.returncode == 130, stderr
@@ -211,12 +221,8 @@ def test_kill_9_while_runs_wait_for_rate_leaves_them_unclaimed(
         env, args = history_env(thread_server, tmp_path), []
     else:
         env, args = cli_env(thread_server), ["--journal", str(tmp_path / "paced.journal")]
-    job = spawn_cli(["retry", "--rate", "5", "--concurrency", "10", *args], env=env)
-    job.stdin.write("".join(f"{run_id}\n" for run_id in ids).encode())
-    job.stdin.flush()  # stdin stays open: the job is mid-stream when it dies
-    deadline = time.monotonic() + 20
-    while sum(emulator.stats.retriggers.values()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    job = fed_job(env, ids, "--rate", "5", "--concurrency", "10", *args, mid_stream=True)
+    until_retriggered(emulator, 3)
     job.send_signal(signal.SIGKILL)
     job.wait(10)
     for pipe in (job.stdin, job.stdout, job.stderr):
