@@ -36,6 +36,7 @@ Pair = tuple[str, str | None]
 
 HEADER: Final = struct.Struct("!I")
 """Each message: its length, then a pickle."""
+_RETRIGGERED: Final = "retriggered"
 
 
 def frame(message: object) -> bytes:
@@ -47,11 +48,14 @@ def frame(message: object) -> bytes:
 def pack(
     outcomes: list[Settled], claims: list[Pair], ahead: list[Pair], unused: list[str]
 ) -> bytes:
-    """One group commit's message: outcomes as tuples, claims as (run ID, flow ID)."""
+    """One group commit's message: outcomes as tuples led by their kind, claims as pairs.
+
+    The kind is a field of its own: a new run ID may be any text, even ``failed``.
+    """
     rows = [
-        (o.run_id, o.new_run_id, o.etag, o.attempts, o.status)
+        (_RETRIGGERED, o.run_id, o.new_run_id, o.etag, o.attempts, o.status)
         if type(o) is Retriggered
-        else (o.run_id, o.event, o.error, o.attempts, o.status)  # type: ignore[union-attr]
+        else (o.event, o.run_id, o.error, None, o.attempts, o.status)  # type: ignore[union-attr]
         for o in outcomes
     ]
     return frame((rows, claims, ahead, unused))
@@ -65,10 +69,10 @@ def _unpack(
     rows, claims, ahead, unused = message
     kinds: dict[str, type[Failed | Uncertain]] = {"failed": Failed, "uncertain": Uncertain}
     outcomes: list[Settled] = [
-        kinds[b](run_id=run_id, error=c, attempts=attempts, status=status)
-        if b in kinds
-        else Retriggered(run_id=run_id, new_run_id=b, etag=c, attempts=attempts, status=status)
-        for run_id, b, c, attempts, status in rows
+        Retriggered(run_id=run_id, new_run_id=a, etag=b, attempts=attempts, status=status)
+        if kind == _RETRIGGERED
+        else kinds[kind](run_id=run_id, error=a, attempts=attempts, status=status)
+        for kind, run_id, a, b, attempts, status in rows
     ]
 
     def claimed(pairs: list[Pair]) -> list[Claim]:

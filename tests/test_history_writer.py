@@ -1,6 +1,7 @@
 """The history's writer process: commits off the job's interpreter, and how it ends."""
 
 import os
+import pickle
 import signal
 import sys
 from contextlib import asynccontextmanager
@@ -9,11 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bulkretry import Retriggered, Skipped
+from bulkretry import Failed, Retriggered, Skipped, Uncertain
 from bulkretry._errors import HistoryError
 from bulkretry._history import History
 from bulkretry._history_commits import Committer
 from bulkretry._history_location import HistoryLocation
+from bulkretry._history_writer import HEADER, _unpack, pack
 from bulkretry._lineage import ClaimPolicy, Lineage
 from bulkretry._text import Secret
 
@@ -120,3 +122,20 @@ async def test_no_writer_process_leaves_the_commits_with_the_job(tmp_path, monke
     async with committing(location, ready=False) as (history, committer):
         assert await committer.commit([], [("here", None)], [], []) == ([None], set())
         assert set(await history.lineage(["here"])) == {"here"}
+
+
+def test_a_commit_travels_whole_whatever_its_run_ids_say():
+    """A new run ID that reads "failed" stays a re-trigger's new run ID on the way."""
+    outcomes = [
+        done("a", "failed"),
+        done("b", "uncertain"),
+        Failed(run_id="c", status=500, error="retriggered", attempts=2),
+        Uncertain(run_id="d", status=None, error="timed out", attempts=1),
+    ]
+    message = pack(outcomes, [("e", "flow")], [("f", None)], ["g"])
+    (size,) = HEADER.unpack(message[: HEADER.size])
+    assert size == len(message) - HEADER.size
+    back, claims, ahead, unused = _unpack(pickle.loads(message[HEADER.size :]))
+    assert back == outcomes
+    assert [(c.run_id, c.flow_id) for c in claims + ahead] == [("e", "flow"), ("f", None)]
+    assert unused == ["g"]
