@@ -13,8 +13,10 @@ it; one that no request used is given back (``unused``), in a later commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import anyio
 
@@ -25,6 +27,11 @@ from ._history_writer import Pair
 from ._ledger import Settled
 from ._lineage import ClaimPolicy
 from ._outcomes import Finished, Outcome
+
+AHEAD_FRESH_S: Final = 30.0
+"""How long a claim made ahead may wait for its worker: half the lease's 60 s margin, so the
+request still has all of its own lease. An older one is made anew (another job may have
+taken it over once its lease ran out)."""
 
 
 @dataclass(slots=True)
@@ -38,6 +45,8 @@ class _Batch:
     """The claims made ahead that did not win (the run was not new to the history)."""
     error: HistoryError | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
+    committed: float = 0.0
+    """When it was committed (``time.monotonic``)."""
 
 
 class HistoryLedger:
@@ -104,8 +113,11 @@ class HistoryLedger:
             if early.error is not None:
                 raise early.error
             if run_id not in early.lost:
-                return None
-            # Not new to the history: claimed now, by the rules, like any other run.
+                fresh = min(AHEAD_FRESH_S, self._policy.lease_s / 4)
+                if time.monotonic() - early.committed <= fresh:
+                    return None
+                self._unused.append(run_id)  # too old: given back and made anew, one commit
+            # Not new to the history, or waited too long: claimed now, like any other run.
         batch = self._batch()
         index = len(batch.claims)
         batch.claims.append((run_id, flow_id))
@@ -200,6 +212,7 @@ class HistoryLedger:
                 except HistoryError as error:
                     self._fail(error)
             batch.error = self._failure
+            batch.committed = time.monotonic()
             self._writing = None
             batch.done.set()
 

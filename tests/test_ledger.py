@@ -5,8 +5,9 @@ from datetime import datetime
 import anyio
 import pytest
 
-from bulkretry import Failed, JobSettings, Retriggered, Skipped
+from bulkretry import Failed, JobSettings, Retriggered, Skipped, Uncertain
 from bulkretry import _history as history_module
+from bulkretry import _history_ledger as history_ledger_module
 from bulkretry._errors import HistoryError
 from bulkretry._history_commits import WRITER_AFTER
 from bulkretry._history_ledger import HistoryLedger
@@ -203,3 +204,22 @@ async def test_a_run_that_must_wait_for_rate_gives_its_claim_made_ahead_back(tmp
         assert states(path) == {}
         assert await ledger.claim("slow", None) is None  # as its request leaves
     assert states(path) == {"slow": "intent"}
+
+
+@pytest.mark.anyio
+async def test_a_claim_made_ahead_that_waited_too_long_is_made_anew(tmp_path, monkeypatch):
+    """Its lease may have run out meanwhile: a claim made ahead is used only while fresh."""
+    monkeypatch.setattr(history_ledger_module, "AHEAD_FRESH_S", 0.0)
+    path = tmp_path / "history.sqlite3"
+    async with serving(path) as ledger:
+        for run_id in ("still-ours", "taken-over"):
+            ledger.ahead(run_id, None)
+        await ledger.flush()
+        with sqlite3.connect(path) as db:  # as another job would, once the lease ran out
+            db.execute(
+                "UPDATE bulkretry_runs SET owner = 'elsewhere:1:x' WHERE run_id = 'taken-over'"
+            )
+        assert await ledger.claim("still-ours", None) is None
+        taken = await ledger.claim("taken-over", None)
+        assert isinstance(taken, Uncertain) and "elsewhere:1:x" in taken.error
+    assert states(path) == {"still-ours": "intent", "taken-over": "intent"}
