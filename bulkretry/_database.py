@@ -29,6 +29,7 @@ Values = dict[str, Any] | list[Any]
 
 _TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 _RETRIES = 5
+REPLACED = "the file was removed or replaced while this job ran"
 CONNECT_TIMEOUT = 10
 """Seconds to reach a PostgreSQL server before the job gives up (exit 2)."""
 CHECKPOINT_EVERY = 0.25
@@ -50,6 +51,11 @@ class Db:
         """A SQLite file this connection writes (None: PostgreSQL, or read only)."""
         self._file = _identity(path) if path is not None else None
         """Which file that was when opened: a write checks it is still the one at ``path``."""
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """The SQLite file's device and inode when opened (None: PostgreSQL)."""
+        return self._file
 
     def execute(self, sql: str, values: Values) -> list[Any]:
         """A statement's rows; values by ``:name`` (a dict) or by ``?N`` (a list)."""
@@ -92,7 +98,7 @@ class Db:
         transaction).
         """
         if self._path is not None and _identity(self._path) != self._file:
-            raise sqlite3.DatabaseError("the file was removed or replaced while this job ran")
+            raise sqlite3.DatabaseError(REPLACED)
 
     def retrying(self, work: Callable[[], T]) -> T:
         """Run a transaction, again when PostgreSQL chose it as a deadlock's victim."""
@@ -124,7 +130,9 @@ class Db:
             # Never an error from here: the fallback checkpoints, and the writer's commits
             # report what is really wrong with the history.
             try:
-                connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+                connection = sqlite3.connect(
+                    _existing(path), uri=True, isolation_level=None, timeout=30
+                )
             except sqlite3.Error:
                 return
             try:
@@ -154,7 +162,8 @@ def _named(values: Values) -> dict[str, Any]:
     return {f"p{number}": value for number, value in enumerate(values, 1)}
 
 
-def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
+def connect_sqlite(location: HistoryLocation, *, write: bool, create: bool = True) -> Db | None:
+    """A connection to the history file; ``create=False`` opens only the file already there."""
     path = location.path
     assert path is not None
     if not write:
@@ -173,7 +182,12 @@ def connect_sqlite(location: HistoryLocation, *, write: bool) -> Db | None:
         ) from None
     # A group commit's statements differ by their row count: keep them all compiled.
     connection = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=30, cached_statements=1024
+        path if create else _existing(path),
+        uri=not create,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=30,
+        cached_statements=1024,
     )
     try:
         # WAL: a commit is a write() to the log (it reaches the OS, survives kill -9); the
@@ -232,6 +246,11 @@ def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
             raise
         # The driver's own words may quote the URL (a URI it cannot parse): never shown.
         raise (UsageError if usage else HistoryError)(location.failure(_describe(exc))) from None
+
+
+def _existing(path: Path) -> str:
+    """A URI that opens the file at ``path`` for writing, never creating it."""
+    return path.absolute().as_uri() + "?mode=rw"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

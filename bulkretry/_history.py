@@ -49,8 +49,8 @@ from typing import Any, Final, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._database import Db, connect_pg, connect_sqlite, mapped
-from ._errors import UsageError
+from ._database import REPLACED, Db, connect_pg, connect_sqlite, mapped
+from ._errors import HistoryError, UsageError
 from ._history_location import HistoryLocation
 from ._lineage import Chain, Claim, ClaimPolicy, Lineage, RunRow, chains_of, verdict
 from ._outcomes import Failed, Outcome, Retriggered, Uncertain
@@ -239,10 +239,29 @@ class History:
 
     @classmethod
     def open_now(
-        cls, location: HistoryLocation, *, org: str, sandbox: str, owner: str | None = None
+        cls,
+        location: HistoryLocation,
+        *,
+        org: str,
+        sandbox: str,
+        owner: str,
+        identity: tuple[int, int] | None,
     ) -> Self:
-        """``open``, for writing, in the calling thread (the writer process has no loop)."""
-        return cls(_connect(location, write=True), location, org, sandbox, owner=owner)
+        """The job's history, again, for its writer process (no loop: in the calling thread).
+
+        ``owner`` and ``identity`` are the job's: its claims, and the very file it opened (a
+        SQLite file is never created here, nor one taken that replaced it since).
+        """
+        history = cls(_connect(location, write=True, create=False), location, org, sandbox)
+        history.owner = owner
+        if history.identity() != identity:
+            history.close_now()
+            raise HistoryError(location.failure(REPLACED))
+        return history
+
+    def identity(self) -> tuple[int, int] | None:
+        """Which SQLite file this is (device, inode); None for PostgreSQL."""
+        return self._db.identity if self._db is not None else None
 
     def close_now(self) -> None:
         """``aclose``, in the calling thread."""
@@ -512,10 +531,13 @@ def _run_row(row: Sequence[Any]) -> RunRow:
     return RunRow(**dict(zip(names, row, strict=True)))
 
 
-def _connect(location: HistoryLocation, *, write: bool) -> Db | None:
+def _connect(location: HistoryLocation, *, write: bool, create: bool = True) -> Db | None:
     """Open and check the database; every failure is one ``UsageError`` line."""
     with mapped(location, usage=True):
-        db = Db(connect_pg(location)) if location.url else connect_sqlite(location, write=write)
+        if location.url:
+            db: Db | None = Db(connect_pg(location))
+        else:
+            db = connect_sqlite(location, write=write, create=create)
         if db is None:
             return None
         try:

@@ -1,7 +1,7 @@
 """Where a job's group commits go: its own connection first, then the writer process.
 
 A small job commits through its own connection, in a thread, and never waits for a process to
-start. Once a job has claimed a few hundred runs, ``Committer`` starts the history's writer
+start. Once a job has claimed 100 runs, ``Committer`` starts the history's writer
 process (``_history_writer``) and, once that has opened the history, sends it every commit
 over a pipe: SQLite's work then runs beside the event loop instead of taking turns with it
 for the GIL. A writer process that cannot start or open the history changes nothing; one
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -32,6 +33,8 @@ _log = logging.getLogger(__name__)
 
 WRITER_AFTER: Final = 100
 """Claims after which a job's commits move to the writer process."""
+_SECRET_PREFIXES: Final = ("AEP_", "BULKRETRY_")
+"""The job's settings, credentials among them: the writer gets what it needs by the pipe."""
 
 
 class Committer:
@@ -100,17 +103,27 @@ class Committer:
     async def _open(self) -> None:
         """Start the process and open the history there; until then (or if never), no change."""
         history = self._history
-        opening = (history.location, history.org, history.sandbox, history.owner, self._policy)
+        opening = (
+            history.location,
+            history.org,
+            history.sandbox,
+            history.owner,
+            history.identity(),
+            self._policy,
+        )
         try:
             # Its own session: a Ctrl-C at the terminal is the job's to handle, not the writer's.
+            # -P: the job's working directory is not on its import path. It learns what it
+            # needs from the pipe, so no credential of the job is in its environment.
             self._process = await anyio.open_process(
-                [sys.executable, "-m", "bulkretry._history_writer"],
+                [sys.executable, "-P", "-m", "bulkretry._history_writer"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                env={k: v for k, v in os.environ.items() if not k.startswith(_SECRET_PREFIXES)},
             )
-        except OSError as error:
+        except (OSError, ValueError) as error:
             _log.debug("history writer process not started (%s): commits stay here", error)
             return
         if self._closed:  # the job ended while the process started
@@ -138,6 +151,9 @@ class Committer:
             answer = pickle.loads(await answers.receive_exactly(size))  # noqa: S301 - our writer
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
             text = "its writer process ended unexpectedly"
+            raise HistoryError(self._history.location.failure(text)) from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            text = f"its writer process answered in a way it never should ({error})"
             raise HistoryError(self._history.location.failure(text)) from None
         if answer[0] == "failed":
             raise HistoryError(answer[1])

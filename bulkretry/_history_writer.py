@@ -3,7 +3,7 @@
 A job's claims and outcomes are committed here, in a process of their own, so that SQLite's
 work, and the driver's many trips in and out of it, never compete with the job's event loop
 for the GIL: done by a thread of the job, they cost a ``--rate 0`` job a fifth of its pace.
-``HistoryLedger`` starts it as ``python -m bulkretry._history_writer`` and talks over its
+``Committer`` starts it as ``python -P -m bulkretry._history_writer`` and talks over its
 stdin and stdout, in length-prefixed pickles: first the history to open, then one message
 per group commit, each answered in turn. A commit travels as plain tuples (``pack``), which
 pickle at C speed: the event loop's share of the work stays a few microseconds a run.
@@ -121,9 +121,11 @@ def _open(stdin: BinaryIO, send: Callable[[object], None]) -> tuple[History, Cla
     opening = _receive(stdin)
     if opening is None:
         return None
-    location, org, sandbox, owner, policy = opening
+    location, org, sandbox, owner, identity, policy = opening
     try:
-        history = History.open_now(location, org=org, sandbox=sandbox, owner=owner)
+        history = History.open_now(
+            location, org=org, sandbox=sandbox, owner=owner, identity=identity
+        )
     except BulkRetryError as error:
         send(("failed", str(error)))
         return None

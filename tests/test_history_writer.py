@@ -54,6 +54,11 @@ def done(run_id, new_run_id):
     return Retriggered(run_id=run_id, new_run_id=new_run_id, etag='"1"', attempts=1, status=200)
 
 
+def environment_of(pid):
+    """A process's environment, as the kernel shows it."""
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 def writers():
     """The process IDs of this process's history writers."""
     found = []
@@ -139,3 +144,41 @@ def test_a_commit_travels_whole_whatever_its_run_ids_say():
     assert back == outcomes
     assert [(c.run_id, c.flow_id) for c in claims + ahead] == [("e", "flow"), ("f", None)]
     assert unused == ["g"]
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+async def test_a_writer_never_takes_a_history_file_other_than_the_jobs(tmp_path, how):
+    """Removed or replaced before the writer opened it: no new file, and the job stops."""
+    path = tmp_path / "h.sqlite3"
+    async with (
+        await History.open(HistoryLocation(path=path), org=ORG, sandbox=SANDBOX) as history,
+        anyio.create_task_group() as tasks,
+    ):
+        copy = tmp_path / "copy.sqlite3"
+        copy.write_bytes(path.read_bytes())
+        path.unlink()
+        if how == "replaced":
+            copy.rename(path)
+        committer = Committer(history, POLICY, tasks, after=0)
+        await committer.start()
+        assert not committer.ready
+        assert path.exists() is (how == "replaced")  # the writer created nothing
+        with pytest.raises(HistoryError, match="removed or replaced while this job ran"):
+            await committer.commit([], [("after", None)], [], [])
+        await committer.aclose()
+
+
+async def test_the_writer_imports_nothing_from_the_jobs_directory_nor_sees_its_secrets(
+    tmp_path, monkeypatch
+):
+    """Run from a directory with a ``bulkretry`` of its own, and with a token set."""
+    shadow = tmp_path / "cwd" / "bulkretry"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise SystemExit('the wrong bulkretry')\n")
+    monkeypatch.chdir(shadow.parent)
+    monkeypatch.setenv("AEP_ACCESS_TOKEN", "a-token-the-writer-never-needs")
+    location = HistoryLocation(path=tmp_path / "h.sqlite3")
+    async with committing(location) as (_, committer):
+        [writer] = writers()
+        assert b"a-token-the-writer-never-needs" not in environment_of(writer)
+        assert await committer.commit([], [("fine", None)], [], []) == ([None], set())
