@@ -49,6 +49,8 @@ class Db:
         self._sqlite = isinstance(connection, sqlite3.Connection)
         self._path = path
         """A SQLite file this connection writes (None: PostgreSQL, or read only)."""
+        self._within = False
+        """Inside ``transaction`` (PostgreSQL): a deadlock's retry is the whole transaction's."""
         self._file = _identity(path) if path is not None else None
         """Which file that was when opened: a write checks it is still the one at ``path``."""
 
@@ -66,18 +68,29 @@ class Db:
         return cursor.fetchall() if cursor.description is not None else []
 
     def change(self, sql: str, values: Values) -> int:
-        """A statement that writes, run to its end: how many rows it wrote."""
+        """A statement that writes, run to its end: how many rows it wrote.
+
+        Outside a transaction it is a transaction of its own: when PostgreSQL picks it as a
+        deadlock's victim, nothing of it was written, and it is run again alone.
+        """
         if self._sqlite:
             assert isinstance(self._connection, sqlite3.Connection)
             return self._connection.execute(sql, values).rowcount
-        return self._connection.execute(_pg(sql), _named(values)).rowcount
+        connection = self._connection
+        if self._within:
+            return connection.execute(_pg(sql), _named(values)).rowcount
+        return self.retrying(lambda: connection.execute(_pg(sql), _named(values)).rowcount)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """SQLite: take the write lock at once (BEGIN IMMEDIATE), so two writers never deadlock."""
         if not self._sqlite:
-            with self._connection.transaction():  # type: ignore[union-attr]
-                yield
+            self._within = True
+            try:
+                with self._connection.transaction():  # type: ignore[union-attr]
+                    yield
+            finally:
+                self._within = False
             return
         connection = self._connection
         assert isinstance(connection, sqlite3.Connection)

@@ -136,7 +136,7 @@ _ROW: Final = (
     "SELECT state, generation, original_run_id, new_run_id, etag, status, error, owner,"
     " lease_until FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"
 )
-_OUTCOME_SHARED: Final = ("org", "sandbox", "now")
+_OUTCOME_SHARED: Final = ("org", "sandbox", "now", "owner")
 _OUTCOME_ROW: Final = "(?{}, ?{}, ?{}, ?{}, CAST(?{} AS INTEGER), ?{})"
 """One outcome: run ID, state, new run ID, etag, HTTP status, error."""
 _SETTLE: Final = _numbered(
@@ -147,9 +147,11 @@ UPDATE bulkretry_runs AS r SET state = v.state, new_run_id = v.new_run_id, etag 
     retriggered_at = CASE WHEN v.state = 'retriggered' THEN :now ELSE r.retriggered_at END,
     run_status = CASE WHEN v.state = 'retriggered' AND r.run_status = 'pending' THEN 'failed'
                       ELSE r.run_status END
-FROM v WHERE r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id""",
+FROM v WHERE r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id
+    AND r.state = 'intent' AND r.owner = :owner""",
     _OUTCOME_SHARED,
 )
+"""Outcomes, each over this job's own intent only: never over a claim another job holds now."""
 _CHILD: Final = _numbered(
     """
 WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {})
@@ -286,19 +288,25 @@ class History:
         with self._lock:
             db.close()
 
-    async def _call(self, work: Callable[[Db], T], empty: T) -> T:
+    async def _call(self, work: Callable[[Db], T], empty: T, *, whole: bool = True) -> T:
         if self._db is None:  # nothing to read (a dry run's missing file): no thread hop
             return empty
-        return await anyio.to_thread.run_sync(self._run, work, empty, limiter=self._limiter)
+        run = functools.partial(self._run, work, empty, whole=whole)
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 
-    def _run(self, work: Callable[[Db], T], empty: T) -> T:
-        """In a thread: one transaction at a time on the connection, whichever thread asks."""
+    def _run(self, work: Callable[[Db], T], empty: T, *, whole: bool = True) -> T:
+        """In a thread: one transaction at a time on the connection, whichever thread asks.
+
+        ``whole``: ``work`` is one transaction, run again whole when PostgreSQL picks it as a
+        deadlock's victim. A group commit is not (its statements commit one by one, and
+        each is retried alone: ``Db.change``).
+        """
         with self._lock:
             db = self._db
             if db is None:
                 return empty
             with mapped(self.location):
-                return db.retrying(lambda: work(db))
+                return db.retrying(lambda: work(db)) if whole else work(db)
 
     def checkpointer(self) -> Callable[[threading.Event], None] | None:
         """What checkpoints a SQLite history from a thread of its own while a job writes."""
@@ -323,7 +331,7 @@ class History:
         already ours is found by its owner and time).
         """
         work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
-        return await self._call(work, Answers(claims=[]))
+        return await self._call(work, Answers(claims=[]), whole=False)
 
     def commit_now(
         self,
@@ -336,7 +344,7 @@ class History:
     ) -> Answers:
         """``commit``, in the calling thread (the writer process has no event loop)."""
         work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
-        return self._run(work, Answers(claims=[]))
+        return self._run(work, Answers(claims=[]), whole=False)
 
     def _committer(
         self,

@@ -64,6 +64,21 @@ async def test_an_intent_without_outcome_is_uncertain_until_asked(location):
         assert await answered(second, [], claims("x"), retry) == [None]
 
 
+async def test_an_outcome_never_lands_on_a_claim_another_job_holds_now(location):
+    """A job whose lease ran out and was taken over writes no outcome over the new claim."""
+    async with (
+        await History.open(location, org="o", sandbox="s") as slow,
+        await History.open(location, org="o", sandbox="s") as other,
+    ):
+        await answered(slow, [], claims("x"), ClaimPolicy(lease_s=0))
+        await anyio.sleep(0.01)  # past the lease
+        assert await answered(other, [], claims("x"), ClaimPolicy(retry_uncertain=True)) == [None]
+        done = Retriggered(run_id="x", new_run_id="x-2", etag=None, attempts=1, status=200)
+        await answered(slow, [done], [], POLICY)
+        [held] = await answered(slow, [], claims("x"), POLICY)
+    assert isinstance(held, Uncertain) and "claimed by a running bulkretry job" in held.error
+
+
 async def test_a_live_jobs_claim_is_never_taken_over(location):
     """Another job's unexpired intent is refused even with --retry-uncertain and --again."""
     async with (
