@@ -13,6 +13,7 @@ it; one that no request used is given back (``unused``), in a later commit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from ._history_writer import Pair
 from ._ledger import Settled
 from ._lineage import ClaimPolicy
 from ._outcomes import Finished, Outcome
+
+_log = logging.getLogger(__name__)
 
 AHEAD_FRESH_S: Final = 30.0
 """How long a claim made ahead may wait for its worker: half the lease's 60 s margin, so the
@@ -73,6 +76,8 @@ class HistoryLedger:
         """The batch the writer takes next (None: nothing to write)."""
         self._outcomes: list[Settled] = []
         self._unused: list[str] = []
+        self._stranded: list[str] = []
+        """Claims made ahead to give back that a failed history could not take."""
         self._writing: _Batch | None = None
         self._queued = anyio.Event()
         """Set when something is queued for a writer that waits."""
@@ -93,7 +98,7 @@ class HistoryLedger:
     def _give_back(self, run_id: str) -> _Batch | None:
         """Queue the undo of a claim made ahead; the commit that will carry it, if any."""
         batch = self._ahead.pop(run_id, None)
-        if batch is None or (batch.done.is_set() and (run_id in batch.lost or batch.error)):
+        if batch is None or (batch.done.is_set() and run_id in batch.lost):
             return None  # none made, or it lost: nothing of this job's to undo
         self._unused.append(run_id)
         return self._batch()
@@ -111,6 +116,7 @@ class HistoryLedger:
             if not early.done.is_set():
                 await early.done.wait()
             if early.error is not None:
+                self._unused.append(run_id)  # not sent: given back, if it was ever made
                 raise early.error
             if run_id not in early.lost:
                 fresh = min(AHEAD_FRESH_S, self._policy.lease_s / 4)
@@ -157,6 +163,7 @@ class HistoryLedger:
                 with anyio.CancelScope(shield=True):
                     await self._commits(writer, until_idle=True)
                     await writer.aclose()
+                    await self._give_back_stranded()
 
     async def flush(self) -> None:
         """Wait for the commit that carries every outcome recorded so far.
@@ -211,10 +218,28 @@ class HistoryLedger:
                         )
                 except HistoryError as error:
                     self._fail(error)
+            if self._failure is not None:
+                self._stranded += unused
             batch.error = self._failure
             batch.committed = time.monotonic()
             self._writing = None
             batch.done.set()
+
+    async def _give_back_stranded(self) -> None:
+        """After a failure, one last try to give back the claims made ahead and never used.
+
+        The job printed those runs ``interrupted``: the next one should send them. When it
+        was the writer process that failed, the job's own connection may still work (a
+        claim the failed commit never wrote is no row to delete); when the database itself
+        failed, this fails too, and those runs are ``uncertain`` next time.
+        """
+        stranded = self._stranded + self._unused
+        if self._failure is None or not stranded:
+            return
+        try:
+            await self._history.commit([], [], self._policy, unused=stranded)
+        except HistoryError as error:
+            _log.debug("claims made ahead not given back (%s)", error)
 
     def _fail(self, error: HistoryError) -> None:
         if self._failure is None:

@@ -15,6 +15,7 @@ from bulkretry.emulator.model import Run
 
 from .conftest import cli_env, make_emulator, parse_lines, run_cli, spawn_cli
 from .forked import run_forked
+from .test_history_writer import writers
 
 FLOW = "flow-history-1"
 
@@ -188,6 +189,34 @@ def test_sigterm_at_rate_0_gives_back_the_claims_made_ahead(emulator, thread_ser
     resumed = run_cli(["retry", "--rate", "0"], env=env, stdin="\n".join(ids).encode())
     events = {line["run_id"]: line["event"] for line in resumed.lines[:-1]}
     never_sent = {run_id: events[run_id] for run_id in ids if run_id not in before}
+    assert never_sent == dict.fromkeys(never_sent, "retriggered")
+    assert max(emulator.stats.retriggers.values()) == 1
+
+
+def test_a_writer_process_killed_mid_job_leaves_no_claim_on_runs_never_sent(
+    emulator, thread_server, tmp_path
+):
+    """The job stops (exit 1); runs it never sent are sent by the next job, not uncertain."""
+    emulator.faults = Faults(latency=0.05)
+    ids = [f"orphaned-{n}" for n in range(400)]
+    env = history_env(thread_server, tmp_path)
+    job = fed_job(env, ids, "--rate", "0", "--concurrency", "4")
+    deadline = time.monotonic() + 20
+    while not writers(job.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    until_retriggered(emulator, sum(emulator.stats.retriggers.values()) + 8)  # writing there
+    [writer] = writers(job.pid)
+    os.kill(writer, signal.SIGKILL)
+    stdout, stderr = job.communicate(timeout=30)
+    assert job.returncode == 1, stderr
+    assert b"writer process ended unexpectedly" in stderr and b"Traceback" not in stderr
+    assert len(parse_lines(stdout)) == len(ids) + 1  # every run ID has its line, and a summary
+    before = set(emulator.stats.retriggers)
+    emulator.faults = Faults()
+    resumed = run_cli(["retry", "--rate", "0"], env=env, stdin="\n".join(ids).encode())
+    events = {line["run_id"]: line["event"] for line in resumed.lines[:-1]}
+    never_sent = {run_id: events[run_id] for run_id in ids if run_id not in before}
+    assert len(never_sent) > 300
     assert never_sent == dict.fromkeys(never_sent, "retriggered")
     assert max(emulator.stats.retriggers.values()) == 1
 

@@ -59,17 +59,18 @@ def environment_of(pid):
     return Path(f"/proc/{pid}/environ").read_bytes()
 
 
-def writers():
-    """The process IDs of this process's history writers."""
+def writers(parent=None):
+    """The process IDs of the history writers started by ``parent`` (default: this process)."""
+    parent = parent or os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if parent == os.getpid() and b"bulkretry._history_writer" in command:
+            if ppid == parent and b"bulkretry._history_writer" in command:
                 found.append(int(entry.name))
     return found
 
