@@ -49,7 +49,7 @@ class _Batch:
     error: HistoryError | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     committed: float = 0.0
-    """When it was committed (``time.monotonic``)."""
+    """When its commit began (``time.monotonic``): its leases run from then."""
 
 
 class HistoryLedger:
@@ -210,6 +210,7 @@ class HistoryLedger:
             self._next, self._writing = None, batch
             outcomes, self._outcomes = self._outcomes, []
             unused, self._unused = self._unused, []
+            stamped = time.monotonic()  # no later than the leases this commit gives
             if self._failure is None:  # after a failure nothing more is written: the job stops
                 try:
                     with anyio.CancelScope(shield=True):  # a message half sent is no message
@@ -221,7 +222,7 @@ class HistoryLedger:
             if self._failure is not None:
                 self._stranded += unused
             batch.error = self._failure
-            batch.committed = time.monotonic()
+            batch.committed = stamped
             self._writing = None
             batch.done.set()
 
