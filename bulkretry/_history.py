@@ -1,11 +1,11 @@
-"""The recovery history: every re-trigger bulkretry makes, kept across jobs. All SQL lives here.
+"""The recovery history: every re-trigger bulkretry makes, kept across jobs.
 
 One table, ``bulkretry_runs``, keyed by (org, sandbox, run_id), in SQLite (stdlib ``sqlite3``)
 or PostgreSQL (psycopg 3, the ``postgres`` extra). A row is a run bulkretry has claimed, or
 one it created by a re-trigger (its lineage: parent, original, generation; and, once someone
 followed it, its final status). Every call runs off the event loop, one at a time on the
 connection: in anyio's threads, or in the history's writer process (``_history_writer``),
-which has no loop and commits with ``commit_now``.
+which has no loop and commits with ``commit_now``. The SQL itself is in ``_history_sql``.
 
 A claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE``: the database, not a read before
 the write, decides who may send, so concurrent jobs on one history (processes, hosts)
@@ -37,20 +37,20 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from . import _history_sql as sql
 from ._database import REPLACED, Db, connect_pg, connect_sqlite, mapped
-from ._errors import HistoryError, UsageError
+from ._errors import HistoryError
 from ._history_location import HistoryLocation
 from ._lineage import Chain, Claim, ClaimPolicy, Lineage, RunRow, chains_of, verdict
 from ._outcomes import Failed, Outcome, Retriggered, Uncertain
@@ -58,132 +58,6 @@ from ._outcomes import Failed, Outcome, Retriggered, Uncertain
 Settled = Retriggered | Failed | Uncertain
 
 T = TypeVar("T")
-
-SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS bulkretry_schema (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS bulkretry_runs (
-        org TEXT NOT NULL, sandbox TEXT NOT NULL, run_id TEXT NOT NULL, flow_id TEXT,
-        generation INTEGER NOT NULL DEFAULT 0, parent_run_id TEXT, original_run_id TEXT,
-        state TEXT, owner TEXT, lease_until TEXT, claimed_at TEXT,
-        new_run_id TEXT, etag TEXT, status INTEGER, error TEXT, retriggered_at TEXT,
-        created_at TEXT, run_status TEXT, records BIGINT, run_error TEXT, finished_at TEXT,
-        PRIMARY KEY (org, sandbox, run_id))""",
-    # No query reads runs by their original; the index an early build made cost every write.
-    "DROP INDEX IF EXISTS bulkretry_runs_original",
-    """INSERT INTO bulkretry_schema (key, value) VALUES ('version', :version)
-        ON CONFLICT (key) DO NOTHING""",
-)
-
-
-def _numbered(sql: str, shared: Sequence[str]) -> str:
-    """``:name`` → ``?N`` for the shared values, numbered in order from 1."""
-    for number, name in enumerate(shared, 1):
-        sql = re.sub(rf":{name}\b", f"?{number}", sql)
-    return sql
-
-
-# The group commit's statements take their values by position (``?N``: no lookup by name for
-# each of a few hundred values): first the shared ones, named below, then the rows' own.
-_CLAIM_SHARED: Final = (
-    "org", "sandbox", "owner", "lease_until", "now", "max_generations", "again",
-    "retry_uncertain", "gone",
-)  # fmt: skip
-_CLAIM_HEAD: Final = _numbered(
-    """
-INSERT INTO bulkretry_runs AS r (org, sandbox, run_id, flow_id, state, owner, lease_until,
-                                 claimed_at)
-VALUES """,
-    _CLAIM_SHARED,
-)
-_CLAIM_ROW: Final = _numbered(
-    "(:org, :sandbox, ?{}, ?{}, 'intent', :owner, :lease_until, :now)", _CLAIM_SHARED
-)
-"""One claim: run ID, flow ID."""
-_AHEAD_TAIL: Final = "\nON CONFLICT (org, sandbox, run_id) DO NOTHING"
-"""A claim made ahead: only a run never seen before."""
-_CLAIM_TAIL: Final = _numbered(
-    """
-ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
-    state = 'intent', owner = excluded.owner, lease_until = excluded.lease_until,
-    claimed_at = excluded.claimed_at, flow_id = COALESCE(excluded.flow_id, r.flow_id),
-    status = NULL, error = NULL
-WHERE r.generation < :max_generations AND (
-    r.state IS NULL OR r.state = 'failed'
-    OR (:again = 1 AND r.state = 'retriggered')
-    OR ((:again = 1 OR :retry_uncertain = 1)
-        AND (r.state = 'uncertain'
-             OR (r.state = 'intent' AND (r.lease_until < :now OR r.owner = :gone)))))""",
-    _CLAIM_SHARED,
-)
-_MINE: Final = _numbered(
-    """
-SELECT run_id FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id IN ({})
-    AND state = 'intent' AND owner = :owner AND claimed_at = :now""",
-    _CLAIM_SHARED,
-)
-"""Which claims of a statement that did not grant all won: ours, made by this commit."""
-_UNUSED: Final = _numbered(
-    """
-DELETE FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id IN ({})
-    AND state = 'intent' AND owner = :owner""",
-    _CLAIM_SHARED,
-)
-"""Claims made ahead that no request used: the rows they inserted, still this job's intents."""
-_BATCH: Final = 500
-"""Rows per statement: one multi-row statement, well under SQLite's 32,766 parameters."""
-_ROW: Final = (
-    "SELECT state, generation, original_run_id, new_run_id, etag, status, error, owner,"
-    " lease_until FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox AND run_id = :run_id"
-)
-_OUTCOME_SHARED: Final = ("org", "sandbox", "now", "owner")
-_OUTCOME_ROW: Final = "(?{}, ?{}, ?{}, ?{}, CAST(?{} AS INTEGER), ?{})"
-"""One outcome: run ID, state, new run ID, etag, HTTP status, error."""
-_SETTLE: Final = _numbered(
-    """
-WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {})
-UPDATE bulkretry_runs AS r SET state = v.state, new_run_id = v.new_run_id, etag = v.etag,
-    status = v.status, error = v.error, owner = NULL, lease_until = NULL,
-    retriggered_at = CASE WHEN v.state = 'retriggered' THEN :now ELSE r.retriggered_at END,
-    run_status = CASE WHEN v.state = 'retriggered' AND r.run_status = 'pending' THEN 'failed'
-                      ELSE r.run_status END
-FROM v WHERE r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id
-    AND r.state = 'intent' AND r.owner = :owner""",
-    _OUTCOME_SHARED,
-)
-"""Outcomes, each over this job's own intent only: never over a claim another job holds now."""
-_CHILD: Final = _numbered(
-    """
-WITH v (run_id, state, new_run_id, etag, status, error) AS (VALUES {})
-INSERT INTO bulkretry_runs AS c (org, sandbox, run_id, flow_id, generation, parent_run_id,
-                                 original_run_id, created_at, run_status)
-SELECT r.org, r.sandbox, v.new_run_id, r.flow_id, r.generation + 1, r.run_id,
-       COALESCE(r.original_run_id, r.run_id), :now, 'pending'
-FROM v CROSS JOIN bulkretry_runs AS r
-WHERE v.state = 'retriggered' AND r.org = :org AND r.sandbox = :sandbox AND r.run_id = v.run_id
-ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
-    flow_id = COALESCE(c.flow_id, excluded.flow_id), generation = excluded.generation,
-    parent_run_id = excluded.parent_run_id, original_run_id = excluded.original_run_id,
-    created_at = excluded.created_at
-WHERE c.parent_run_id IS NULL""",
-    _OUTCOME_SHARED,
-)
-"""A new run's lineage; its end may be recorded first (``--wait`` races the group commit),
-and is then kept."""
-
-_FINISHED: Final = """
-INSERT INTO bulkretry_runs (org, sandbox, run_id, flow_id, run_status, records, run_error,
-                            finished_at)
-VALUES (:org, :sandbox, :run_id, :flow_id, :run_status, :records, :run_error, :finished_at)
-ON CONFLICT (org, sandbox, run_id) DO UPDATE SET
-    run_status = excluded.run_status, records = excluded.records,
-    run_error = excluded.run_error, finished_at = excluded.finished_at,
-    flow_id = COALESCE(excluded.flow_id, bulkretry_runs.flow_id)"""
-_RUNS: Final = (
-    "SELECT run_id, flow_id, generation, parent_run_id, original_run_id, state, new_run_id,"
-    " status, error, retriggered_at, created_at, run_status, records, run_error, finished_at"
-    " FROM bulkretry_runs WHERE org = :org AND sandbox = :sandbox"
-)
 
 
 def now_iso(when: datetime | None = None) -> str:
@@ -367,26 +241,13 @@ class History:
             "retry_uncertain": int(policy.retry_uncertain),
             "gone": "",
         }
-        known = [shared[name] for name in _OUTCOME_SHARED]
-        latest = {outcome.run_id: outcome for outcome in outcomes}  # the last one counts
-        settled = [latest[run_id] for run_id in sorted(latest)]
-        early = sorted(ahead, key=lambda claim: claim.run_id)
-        undone = sorted(set(unused))
-        wanted = sorted(claims, key=lambda claim: claim.run_id)
 
         def work(db: Db) -> Answers:
             db.still_there()
-            for some in _parts(settled):
-                _settle(db, some, known)
-            won: set[str] = set()
-            for early_part in _parts(early):
-                won |= _claim_batch(db, early_part, shared, _AHEAD_TAIL)
-            for ids in _parts(undone):
-                marks = _rows("?{}", len(ids), len(_CLAIM_SHARED) + 1, 1)
-                db.change(_UNUSED.format(marks), [*(shared[n] for n in _CLAIM_SHARED), *ids])
-            granted: set[str] = set()
-            for part in _parts(wanted):
-                granted |= _claim_batch(db, part, shared, _CLAIM_TAIL)
+            sql.settle(db, outcomes, shared)
+            won = sql.claim(db, ahead, shared, ahead=True)
+            sql.give_back(db, unused, shared)
+            granted = sql.claim(db, claims, shared)
             answers = [
                 None if claim.run_id in granted else self._refusal(db, claim, shared, policy)
                 for claim in claims
@@ -399,11 +260,10 @@ class History:
         self, db: Db, claim: Claim, shared: dict[str, Any], policy: ClaimPolicy
     ) -> Outcome | None:
         """Why a claim lost; or None when it wins on a second try, its holder being dead."""
-        row = db.execute(_ROW, {**self._key, "run_id": claim.run_id})
-        stamp = shared["now"]
-        refusal = verdict(claim.run_id, row[0] if row else None, policy, stamp)
-        gone = row[0][7] if refusal is None and row and row[0][0] == "intent" else None
-        if gone and _claim_batch(db, [claim], shared | {"gone": gone}, _CLAIM_TAIL):
+        row = sql.row(db, self._key, claim.run_id)
+        refusal = verdict(claim.run_id, row, policy, shared["now"])
+        gone = row[7] if refusal is None and row and row[0] == "intent" else None
+        if gone and sql.claim(db, [claim], shared | {"gone": gone}):
             return None  # a crashed job's claim, on this host
         return refusal or Uncertain(
             run_id=claim.run_id, status=None, error="claimed by another job just now", attempts=0
@@ -411,10 +271,8 @@ class History:
 
     async def peek(self, run_id: str, policy: ClaimPolicy) -> Outcome | None:
         """What a claim would say, without writing (``--dry-run``): None means it would send."""
-        rows: list[Any] = await self._call(
-            lambda db: db.execute(_ROW, {**self._key, "run_id": run_id}), []
-        )
-        return verdict(run_id, rows[0] if rows else None, policy, now_iso())
+        row = await self._call(lambda db: sql.row(db, self._key, run_id), None)
+        return verdict(run_id, row, policy, now_iso())
 
     async def record_finished(  # noqa: PLR0913 - one run's fate, each field named
         self,
@@ -431,33 +289,24 @@ class History:
         values["run_status"] = status
         values |= {"records": records, "run_error": error, "finished_at": now_iso(finished_at)}
 
-        def work(db: Db) -> None:
-            with db.transaction():
-                db.execute(_FINISHED, values)
-
-        await self._call(work, None)
+        await self._call(lambda db: sql.record_finished(db, values), None)
 
     async def pending(self) -> list[RunRow]:
         """Runs bulkretry created whose end nobody has recorded yet, oldest first."""
-        sql = _RUNS + " AND run_status = 'pending' ORDER BY created_at"
-        return await self._call(lambda db: [_run_row(r) for r in db.execute(sql, self._key)], [])
+        return await self._call(lambda db: sql.runs(db, self._key, pending=True), [])
 
     async def lineage(self, run_ids: Sequence[str]) -> dict[str, Lineage]:
         """Generation, original and whether it was re-triggered, for the run IDs known here."""
         ids = list(dict.fromkeys(run_ids))
-        marks = ", ".join(f":id{n}" for n in range(len(ids)))
-        sql = _RUNS + f" AND run_id IN ({marks})"
-        values = self._key | {f"id{n}": run_id for n, run_id in enumerate(ids)}
 
         def work(db: Db) -> dict[str, Lineage]:
-            rows = [_run_row(row) for row in db.execute(sql, values)] if ids else []
             return {
                 row.run_id: Lineage(
                     generation=row.generation,
                     original_run_id=row.original_run_id,
                     retriggered=row.state == "retriggered",
                 )
-                for row in rows
+                for row in sql.runs(db, self._key, run_ids=ids)
             }
 
         return await self._call(work, {})
@@ -468,75 +317,8 @@ class History:
         ``since`` keeps chains re-triggered (or claimed) at or after it; ``flow_ids`` (when
         given) keeps those flows.
         """
-        rows: list[RunRow] = await self._call(
-            lambda db: [_run_row(r) for r in db.execute(_RUNS, self._key)], []
-        )
+        rows: list[RunRow] = await self._call(lambda db: sql.runs(db, self._key), [])
         return chains_of(rows, now_iso(since) if since else None, frozenset(flow_ids))
-
-
-def _parts(rows: Sequence[T]) -> list[Sequence[T]]:
-    """``rows`` in statements of at most ``_BATCH``."""
-    return [rows[start : start + _BATCH] for start in range(0, len(rows), _BATCH)]
-
-
-def _claim_batch(db: Db, claims: Sequence[Claim], shared: dict[str, Any], tail: str) -> set[str]:
-    """One multi-row insert; the run IDs it granted (rows in run ID order: no deadlocks).
-
-    ``tail`` decides which existing rows it takes: ``_CLAIM_TAIL`` the policy's, and
-    ``_AHEAD_TAIL`` none. Its count of rows written says whether all won (the usual case);
-    only when some lost does a second statement read which.
-    """
-    values = [shared[name] for name in _CLAIM_SHARED]
-    for claim in claims:
-        values += (claim.run_id, claim.flow_id)
-    first, count = len(_CLAIM_SHARED) + 1, len(claims)
-    rows = _rows(_CLAIM_ROW, count, first, 2)
-    if db.change(_CLAIM_HEAD + rows + tail, values) == count:
-        return {claim.run_id for claim in claims}
-    ids = _MINE.format(_rows("?{}", count, first, 2))
-    return {row[0] for row in db.execute(ids, values[:-1])}  # the last flow ID is not read
-
-
-def _settle(db: Db, outcomes: Sequence[Settled], shared: list[Any]) -> None:
-    """Record each new run's lineage, then the outcomes: two multi-row statements.
-
-    In that order: a crash between them leaves the parents intents (``uncertain``, never
-    sent again) rather than re-triggered runs whose new runs have no lineage.
-    """
-    rows = _rows(_OUTCOME_ROW, len(outcomes), len(shared) + 1, 6)
-    values = _outcome_values(outcomes, shared)
-    new = [outcome.new_run_id for outcome in outcomes if isinstance(outcome, Retriggered)]
-    if len(set(new)) == len(new):
-        db.change(_CHILD.format(rows), values)
-    else:
-        one = _rows(_OUTCOME_ROW, 1, len(shared) + 1, 6)
-        for outcome in outcomes:  # one new run ID answered for two runs: the first keeps it
-            db.change(_CHILD.format(one), _outcome_values([outcome], shared))
-    db.change(_SETTLE.format(rows), values)
-
-
-def _outcome_values(outcomes: Sequence[Settled], shared: list[Any]) -> list[Any]:
-    values = list(shared)
-    for outcome in outcomes:
-        if isinstance(outcome, Retriggered):
-            new, etag, error = outcome.new_run_id, outcome.etag, None
-        else:
-            new, etag, error = None, None, outcome.error
-        values += (outcome.run_id, outcome.event, new, etag, outcome.status, error)
-    return values
-
-
-@functools.cache
-def _rows(row: str, count: int, first: int, width: int) -> str:
-    """``count`` copies of ``row``, its ``{}`` numbered from ``first`` on, ``width`` a row."""
-    fields = row.count("{}")
-    starts = range(first, first + count * width, width)
-    return ", ".join(row.format(*range(start, start + fields)) for start in starts)
-
-
-def _run_row(row: Sequence[Any]) -> RunRow:
-    names = RunRow.__slots__
-    return RunRow(**dict(zip(names, row, strict=True)))
 
 
 def _connect(location: HistoryLocation, *, write: bool, create: bool = True) -> Db | None:
@@ -549,7 +331,7 @@ def _connect(location: HistoryLocation, *, write: bool, create: bool = True) -> 
         if db is None:
             return None
         try:
-            present = _check_schema(db, location, write=write)
+            present = sql.check_schema(db, location, write=write)
         except BaseException:
             db.close()
             raise
@@ -557,29 +339,3 @@ def _connect(location: HistoryLocation, *, write: bool, create: bool = True) -> 
             db.close()
             return None
         return db
-
-
-def _check_schema(db: Db, location: HistoryLocation, *, write: bool) -> bool:
-    """Create the schema (``write``) and refuse a newer one; False when there is none."""
-    if write:
-        with db.transaction():
-            if location.url is not None:  # concurrent CREATE TABLE IF NOT EXISTS can race
-                db.execute("SELECT pg_advisory_xact_lock(7165390)", {})
-            for statement in _SCHEMA:
-                db.execute(statement, {"version": str(SCHEMA_VERSION)})
-    else:
-        exists = (
-            "SELECT to_regclass('bulkretry_schema') IS NOT NULL"
-            if location.url is not None
-            else "SELECT count(*) FROM sqlite_master WHERE name = 'bulkretry_schema'"
-        )
-        if not db.execute(exists, {})[0][0]:
-            return False
-    rows = db.execute("SELECT value FROM bulkretry_schema WHERE key = 'version'", {})
-    version = int(rows[0][0]) if rows else SCHEMA_VERSION
-    if version > SCHEMA_VERSION:
-        raise UsageError(
-            f"history {location} has schema version {version}, newer than this bulkretry "
-            f"knows ({SCHEMA_VERSION}): upgrade bulkretry, or pass another --history"
-        )
-    return True

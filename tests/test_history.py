@@ -10,8 +10,9 @@ import pytest
 
 from bulkretry import Failed, Retriggered, Skipped, Uncertain, UsageError
 from bulkretry._errors import HistoryError
-from bulkretry._history import SCHEMA_VERSION, History
+from bulkretry._history import History
 from bulkretry._history_location import HistoryLocation, history_location, mask_url
+from bulkretry._history_sql import SCHEMA_VERSION
 from bulkretry._lineage import Claim, ClaimPolicy, tally
 from bulkretry._text import Secret
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bulkretry._history import SCHEMA_VERSION
+from bulkretry._history_sql import SCHEMA_VERSION
 from bulkretry.emulator import Faults
 from bulkretry.emulator.lifecycle import Lifecycle
 from bulkretry.emulator.model import Run

@@ -6,8 +6,8 @@ import anyio
 import pytest
 
 from bulkretry import Failed, JobSettings, Retriggered, Skipped, Uncertain
-from bulkretry import _history as history_module
 from bulkretry import _history_ledger as history_ledger_module
+from bulkretry import _history_sql as history_sql
 from bulkretry._errors import HistoryError
 from bulkretry._history_commits import WRITER_AFTER
 from bulkretry._history_ledger import HistoryLedger
@@ -122,7 +122,7 @@ async def test_an_unexpected_commit_failure_stops_the_job_like_a_database_one(
 
     async with serving(path, failures.append) as ledger:
         assert await ledger.claim("only-outcomes", None) is None
-        monkeypatch.setattr(history_module, "_outcome_values", broken)
+        monkeypatch.setattr(history_sql, "_outcome_values", broken)
         ledger.record(
             Retriggered(run_id="only-outcomes", new_run_id="n1", etag=None, attempts=1, status=200)
         )
