@@ -53,9 +53,7 @@ from ._database import REPLACED, Db, connect_pg, connect_sqlite, mapped
 from ._errors import HistoryError
 from ._history_location import HistoryLocation
 from ._lineage import Chain, Claim, ClaimPolicy, Lineage, RunRow, chains_of, verdict
-from ._outcomes import Failed, Outcome, Retriggered, Uncertain
-
-Settled = Retriggered | Failed | Uncertain
+from ._outcomes import Outcome, Settled, Uncertain
 
 T = TypeVar("T")
 

@@ -25,9 +25,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._errors import HistoryError
 from ._history import History
-from ._history_writer import HEADER, Pair, Settled, frame, pack
+from ._history_writer import HEADER, Pair, frame, pack
 from ._lineage import Claim, ClaimPolicy
-from ._outcomes import Outcome
+from ._outcomes import Outcome, Settled
 
 _log = logging.getLogger(__name__)
 

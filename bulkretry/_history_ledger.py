@@ -25,9 +25,8 @@ from ._errors import HistoryError
 from ._history import History
 from ._history_commits import WRITER_AFTER, Committer
 from ._history_writer import Pair
-from ._ledger import Settled
 from ._lineage import ClaimPolicy
-from ._outcomes import Finished, Outcome
+from ._outcomes import Finished, Outcome, Settled
 
 _log = logging.getLogger(__name__)
 

@@ -19,9 +19,7 @@ from ._database import Db
 from ._errors import UsageError
 from ._history_location import HistoryLocation
 from ._lineage import Claim, RunRow
-from ._outcomes import Failed, Retriggered, Uncertain
-
-Settled = Retriggered | Failed | Uncertain
+from ._outcomes import Retriggered, Settled
 
 T = TypeVar("T")
 

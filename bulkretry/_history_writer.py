@@ -24,13 +24,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-from ._outcomes import Failed, Retriggered, Uncertain
+from ._outcomes import Failed, Retriggered, Settled, Uncertain
 
 if TYPE_CHECKING:
     from ._history import History
     from ._lineage import Claim, ClaimPolicy
 
-Settled = Retriggered | Failed | Uncertain
 Pair = tuple[str, str | None]
 """A claim as it travels: run ID, flow ID."""
 

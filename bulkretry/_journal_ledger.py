@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ._journal import Journal, JournalIndex
-from ._ledger import Settled
-from ._outcomes import Failed, Finished, Outcome, Retriggered, Skipped, Uncertain
+from ._outcomes import Failed, Finished, Outcome, Retriggered, Settled, Skipped, Uncertain
 
 _NOT_APPLIED_ON_RESUME = "journal has an intent with no outcome: the request may have been applied"
 

@@ -20,9 +20,7 @@ from typing import Protocol
 import anyio
 
 from ._errors import JournalError
-from ._outcomes import Failed, Finished, Outcome, Retriggered, Uncertain
-
-Settled = Retriggered | Failed | Uncertain
+from ._outcomes import Finished, Outcome, Settled
 
 
 class Ledger(Protocol):

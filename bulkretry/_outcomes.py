@@ -73,6 +73,8 @@ class Planned:
 
 
 Outcome = Retriggered | Failed | Uncertain | Skipped | Planned
+Settled = Retriggered | Failed | Uncertain
+"""An attempt's outcome, as the ledgers record it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

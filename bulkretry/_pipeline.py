@@ -27,8 +27,8 @@ from ._attempts import Attempts, Decision, Failure, GaveUp, NotSent, Policy, ref
 from ._backoff import Backoff
 from ._dedup import SeenIds
 from ._errors import BulkRetryError, JournalError
-from ._ledger import Ledger, Settled
-from ._outcomes import Failed, Outcome, Planned, Retriggered, Skipped, Uncertain
+from ._ledger import Ledger
+from ._outcomes import Failed, Outcome, Planned, Retriggered, Settled, Skipped, Uncertain
 from ._settings import JobSettings
 from ._sources import check_run_id
 from ._stopper import Stopper
