@@ -64,14 +64,45 @@ def now_iso(when: datetime | None = None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+Pair = tuple[str, str | None]
+"""A claim as a ledger queues it and the writer's pipe carries it: run ID, flow ID."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupCommit:
+    """What one group commit writes: outcomes, claims made ahead, the ones given back, claims."""
+
+    outcomes: Sequence[Settled] = ()
+    claims: Sequence[Claim] = ()
+    ahead: Sequence[Claim] = ()
+    """Claims made before their requests: plain inserts, winning only for runs never seen."""
+    unused: Sequence[str] = ()
+    """Claims made ahead that no request used: undone."""
+
+    @classmethod
+    def of(
+        cls,
+        outcomes: Sequence[Settled],
+        claims: Sequence[Pair],
+        ahead: Sequence[Pair],
+        unused: Sequence[str],
+    ) -> Self:
+        """A group commit whose claims come as (run ID, flow ID) pairs, as a ledger queues them."""
+
+        def claimed(pairs: Sequence[Pair]) -> list[Claim]:
+            return [Claim(run_id=run_id, flow_id=flow_id) for run_id, flow_id in pairs]
+
+        return cls(outcomes=outcomes, claims=claimed(claims), ahead=claimed(ahead), unused=unused)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Answers:
-    """What a group commit answers: per claim, and which claims made ahead won."""
+    """What a group commit answers: per claim, and which claims made ahead lost."""
 
     claims: list[Outcome | None]
     """Per claim, in order: None when it is ours (send), else the outcome instead."""
-    ahead: frozenset[str] = frozenset()
-    """The run IDs claimed ahead that won; any other needs a claim of its own."""
+    lost: frozenset[str] = frozenset()
+    """The claims made ahead that did not win (the run was not new): each needs its own."""
 
 
 class History:
@@ -185,48 +216,22 @@ class History:
         with self._lock, mapped(self.location):
             return self._db.checkpointer() if self._db is not None else None
 
-    async def commit(
-        self,
-        outcomes: Sequence[Settled],
-        claims: Sequence[Claim],
-        policy: ClaimPolicy,
-        *,
-        ahead: Sequence[Claim] = (),
-        unused: Sequence[str] = (),
-    ) -> Answers:
-        """Record ``outcomes``, undo ``unused`` claims made ahead, claim (a group commit).
+    async def commit(self, group: GroupCommit, policy: ClaimPolicy) -> Answers:
+        """Record the outcomes, undo the unused claims made ahead, claim (a group commit).
 
         Answers, per claim, None when it is ours (the request may leave) or the outcome that
-        replaces the request; and which of the claims made ``ahead`` won. Raises
+        replaces the request; and which of the claims made ahead lost. Raises
         ``HistoryError`` when the database fails. Each statement touches rows in run ID
         order; a PostgreSQL deadlock is retried (every statement can run twice: a claim
         already ours is found by its owner and time).
         """
-        work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
-        return await self._call(work, Answers(claims=[]), whole=False)
+        return await self._call(self._committer(group, policy), Answers(claims=[]), whole=False)
 
-    def commit_now(
-        self,
-        outcomes: Sequence[Settled],
-        claims: Sequence[Claim],
-        policy: ClaimPolicy,
-        *,
-        ahead: Sequence[Claim] = (),
-        unused: Sequence[str] = (),
-    ) -> Answers:
+    def commit_now(self, group: GroupCommit, policy: ClaimPolicy) -> Answers:
         """``commit``, in the calling thread (the writer process has no event loop)."""
-        work = self._committer(outcomes, claims, policy, ahead=ahead, unused=unused)
-        return self._run(work, Answers(claims=[]), whole=False)
+        return self._run(self._committer(group, policy), Answers(claims=[]), whole=False)
 
-    def _committer(
-        self,
-        outcomes: Sequence[Settled],
-        claims: Sequence[Claim],
-        policy: ClaimPolicy,
-        *,
-        ahead: Sequence[Claim],
-        unused: Sequence[str],
-    ) -> Callable[[Db], Answers]:
+    def _committer(self, group: GroupCommit, policy: ClaimPolicy) -> Callable[[Db], Answers]:
         now = datetime.now(UTC)
         stamp, lease = now_iso(now), now_iso(now + timedelta(seconds=policy.lease_s))
         shared = {
@@ -242,15 +247,16 @@ class History:
 
         def work(db: Db) -> Answers:
             db.still_there()
-            sql.settle(db, outcomes, shared)
-            won = sql.claim(db, ahead, shared, ahead=True)
-            sql.give_back(db, unused, shared)
-            granted = sql.claim(db, claims, shared)
+            sql.settle(db, group.outcomes, shared)
+            won = sql.claim(db, group.ahead, shared, ahead=True)
+            sql.give_back(db, group.unused, shared)
+            granted = sql.claim(db, group.claims, shared)
             answers = [
                 None if claim.run_id in granted else self._refusal(db, claim, shared, policy)
-                for claim in claims
+                for claim in group.claims
             ]
-            return Answers(claims=answers, ahead=frozenset(won))
+            lost = frozenset(claim.run_id for claim in group.ahead) - won  # usually none
+            return Answers(claims=answers, lost=lost)
 
         return work
 

@@ -24,9 +24,9 @@ from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._errors import HistoryError
-from ._history import History
-from ._history_writer import HEADER, Pair, frame, pack
-from ._lineage import Claim, ClaimPolicy
+from ._history import GroupCommit, History, Pair
+from ._history_writer import HEADER, frame, pack
+from ._lineage import ClaimPolicy
 from ._outcomes import Outcome, Settled
 
 _log = logging.getLogger(__name__)
@@ -64,9 +64,8 @@ class Committer:
             answer = await self._exchange(pack(outcomes, claims, ahead, unused))
             return answer[0], answer[1]
         try:
-            answers = await self._history.commit(
-                outcomes, _claims(claims), self._policy, ahead=_claims(ahead), unused=unused
-            )
+            group = GroupCommit.of(outcomes, claims, ahead, unused)
+            answers = await self._history.commit(group, self._policy)
         except HistoryError:
             raise
         except Exception as error:  # noqa: BLE001 - a bug: every waiter hears it, none hangs
@@ -76,7 +75,7 @@ class Committer:
         if self._claimed >= self._after and not self._started:
             self._started = True
             self._starting.start_soon(self._open)
-        return answers.claims, {run_id for run_id, _ in ahead} - answers.ahead
+        return answers.claims, set(answers.lost)
 
     @property
     def ready(self) -> bool:
@@ -158,7 +157,3 @@ class Committer:
         if answer[0] == "failed":
             raise HistoryError(answer[1])
         return answer[1:]
-
-
-def _claims(pairs: list[Pair]) -> list[Claim]:
-    return [Claim(run_id=run_id, flow_id=flow_id) for run_id, flow_id in pairs]

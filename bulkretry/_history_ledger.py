@@ -22,9 +22,8 @@ from typing import Final
 import anyio
 
 from ._errors import HistoryError
-from ._history import History
+from ._history import GroupCommit, History, Pair
 from ._history_commits import WRITER_AFTER, Committer
-from ._history_writer import Pair
 from ._lineage import ClaimPolicy
 from ._outcomes import Finished, Outcome, Settled
 
@@ -237,7 +236,7 @@ class HistoryLedger:
         if self._failure is None or not stranded:
             return
         try:
-            await self._history.commit([], [], self._policy, unused=stranded)
+            await self._history.commit(GroupCommit(unused=stranded), self._policy)
         except HistoryError as error:
             _log.debug("claims made ahead not given back (%s)", error)
 

@@ -27,11 +27,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 from ._outcomes import Failed, Retriggered, Settled, Uncertain
 
 if TYPE_CHECKING:
-    from ._history import History
-    from ._lineage import Claim, ClaimPolicy
-
-Pair = tuple[str, str | None]
-"""A claim as it travels: run ID, flow ID."""
+    from ._history import GroupCommit, History, Pair
+    from ._lineage import ClaimPolicy
 
 HEADER: Final = struct.Struct("!I")
 """Each message: its length, then a pickle."""
@@ -60,10 +57,8 @@ def pack(
     return frame((rows, claims, ahead, unused))
 
 
-def _unpack(
-    message: Any,  # noqa: ANN401 - what ``pack`` built
-) -> tuple[list[Settled], list[Claim], list[Claim], list[str]]:
-    from ._lineage import Claim  # noqa: PLC0415 - the writer's side only
+def _unpack(message: Any) -> GroupCommit:  # noqa: ANN401 - what ``pack`` built
+    from ._history import GroupCommit  # noqa: PLC0415 - the writer's side only
 
     rows, claims, ahead, unused = message
     kinds: dict[str, type[Failed | Uncertain]] = {"failed": Failed, "uncertain": Uncertain}
@@ -73,11 +68,7 @@ def _unpack(
         else kinds[kind](run_id=run_id, error=a, attempts=attempts, status=status)
         for kind, run_id, a, b, attempts, status in rows
     ]
-
-    def claimed(pairs: list[Pair]) -> list[Claim]:
-        return [Claim(run_id=run_id, flow_id=flow_id) for run_id, flow_id in pairs]
-
-    return outcomes, claimed(claims), claimed(ahead), unused
+    return GroupCommit.of(outcomes, claims, ahead, unused)
 
 
 def _receive(stream: BinaryIO) -> Any | None:  # noqa: ANN401 - whatever the job sent
@@ -150,12 +141,9 @@ def _commits(
     broken: str | None = None
     try:
         while (message := _receive(stdin)) is not None:
-            outcomes, claims, ahead, unused = _unpack(message)
             if broken is None:  # after a failure nothing more is written: the job stops
                 try:
-                    answers = history.commit_now(
-                        outcomes, claims, policy, ahead=ahead, unused=unused
-                    )
+                    answers = history.commit_now(_unpack(message), policy)
                 except BulkRetryError as error:
                     broken = str(error)
                 except Exception as error:  # noqa: BLE001 - the job hears it in one line
@@ -163,8 +151,7 @@ def _commits(
             if broken is not None:
                 send(("failed", broken))
                 continue
-            lost = {claim.run_id for claim in ahead} - answers.ahead  # usually none
-            send(("ok", answers.claims, lost))
+            send(("ok", answers.claims, set(answers.lost)))
     finally:
         stop.set()
         if thread is not None:

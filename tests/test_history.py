@@ -10,7 +10,7 @@ import pytest
 
 from bulkretry import Failed, Retriggered, Skipped, Uncertain, UsageError
 from bulkretry._errors import HistoryError
-from bulkretry._history import History
+from bulkretry._history import GroupCommit, History
 from bulkretry._history_location import HistoryLocation, history_location, mask_url
 from bulkretry._history_sql import SCHEMA_VERSION
 from bulkretry._lineage import Claim, ClaimPolicy, tally
@@ -29,9 +29,9 @@ def location(request, tmp_path):
     return HistoryLocation(url=Secret(request.getfixturevalue("pg_url")))
 
 
-async def answered(history, *args, **kwargs):
+async def answered(history, outcomes, claimed, policy):
     """A group commit's answers, per claim."""
-    return (await history.commit(*args, **kwargs)).claims
+    return (await history.commit(GroupCommit(outcomes=outcomes, claims=claimed), policy)).claims
 
 
 def claims(*run_ids, flow_id=None):

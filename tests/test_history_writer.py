@@ -141,10 +141,11 @@ def test_a_commit_travels_whole_whatever_its_run_ids_say():
     message = pack(outcomes, [("e", "flow")], [("f", None)], ["g"])
     (size,) = HEADER.unpack(message[: HEADER.size])
     assert size == len(message) - HEADER.size
-    back, claims, ahead, unused = _unpack(pickle.loads(message[HEADER.size :]))
-    assert back == outcomes
-    assert [(c.run_id, c.flow_id) for c in claims + ahead] == [("e", "flow"), ("f", None)]
-    assert unused == ["g"]
+    back = _unpack(pickle.loads(message[HEADER.size :]))
+    assert back.outcomes == outcomes
+    claimed = [*back.claims, *back.ahead]
+    assert [(c.run_id, c.flow_id) for c in claimed] == [("e", "flow"), ("f", None)]
+    assert back.unused == ["g"]
 
 
 @pytest.mark.parametrize("how", ["removed", "replaced"])

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from bulkretry import Retriggered
-from bulkretry._history import History
+from bulkretry._history import GroupCommit, History
 from bulkretry._history_location import HistoryLocation
 from bulkretry._lineage import Claim, ClaimPolicy
 from bulkretry.emulator import Lifecycle, Run
@@ -34,11 +34,12 @@ def seed(path, *, finished=True):
         async with await History.open(location, org=ORG, sandbox="prod") as history:
 
             async def retrigger(run_id, new_run_id, flow_id=None):
-                await history.commit([], [Claim(run_id=run_id, flow_id=flow_id)], policy)
+                claim = Claim(run_id=run_id, flow_id=flow_id)
+                await history.commit(GroupCommit(claims=[claim]), policy)
                 done = Retriggered(
                     run_id=run_id, new_run_id=new_run_id, etag=None, attempts=1, status=200
                 )
-                await history.commit([done], [], policy)
+                await history.commit(GroupCommit(outcomes=[done]), policy)
 
             await retrigger("ok", "ok-2", "flow-a")
             await retrigger("bad", "bad-2", "flow-a")
