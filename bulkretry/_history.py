@@ -157,8 +157,8 @@ class History:
         ``owner`` and ``identity`` are the job's: its claims, and the very file it opened (a
         SQLite file is never created here, nor one taken that replaced it since).
         """
-        history = cls(_connect(location, write=True, create=False), location, org, sandbox)
-        history.owner = owner
+        db = _connect(location, write=True, create=False)
+        history = cls(db, location, org, sandbox, owner=owner)
         if history.identity() != identity:
             history.close_now()
             raise HistoryError(location.failure(REPLACED))

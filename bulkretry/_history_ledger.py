@@ -68,14 +68,14 @@ class HistoryLedger:
         self._history = history
         self._writer_after = writer_after
         self._policy = policy
+        self._fresh_s = min(AHEAD_FRESH_S, policy.lease_s / 4)
+        """How long a claim made ahead may wait for its worker under this lease."""
         self._on_failure = on_failure
         self._failure: HistoryError | None = None
         self._next: _Batch | None = None
         """The batch the writer takes next (None: nothing to write)."""
         self._outcomes: list[Settled] = []
         self._unused: list[str] = []
-        self._stranded: list[str] = []
-        """Claims made ahead to give back that a failed history could not take."""
         self._writing: _Batch | None = None
         self._queued = anyio.Event()
         """Set when something is queued for a writer that waits."""
@@ -117,8 +117,7 @@ class HistoryLedger:
                 self._unused.append(run_id)  # not sent: given back, if it was ever made
                 raise early.error
             if run_id not in early.lost:
-                fresh = min(AHEAD_FRESH_S, self._policy.lease_s / 4)
-                if time.monotonic() - early.committed <= fresh:
+                if time.monotonic() - early.committed <= self._fresh_s:
                     return None
                 self._unused.append(run_id)  # too old: given back and made anew, one commit
             # Not new to the history, or waited too long: claimed now, like any other run.
@@ -217,8 +216,8 @@ class HistoryLedger:
                         )
                 except HistoryError as error:
                     self._fail(error)
-            if self._failure is not None:
-                self._stranded += unused
+            if self._failure is not None:  # kept for the last try, at the end
+                self._unused = unused + self._unused
             batch.error = self._failure
             batch.committed = stamped
             self._writing = None
@@ -232,11 +231,10 @@ class HistoryLedger:
         claim the failed commit never wrote is no row to delete); when the database itself
         failed, this fails too, and those runs are ``uncertain`` next time.
         """
-        stranded = self._stranded + self._unused
-        if self._failure is None or not stranded:
+        if self._failure is None or not self._unused:
             return
         try:
-            await self._history.commit(GroupCommit(unused=stranded), self._policy)
+            await self._history.commit(GroupCommit(unused=self._unused), self._policy)
         except HistoryError as error:
             _log.debug("claims made ahead not given back (%s)", error)
 
