@@ -170,10 +170,11 @@ class Pipeline:
         run_id, flow_id = str(item), getattr(item, "flow_id", None)
 
         # A read-only look first, when admission would make the run wait: a run the ledger
-        # settles already costs no slot of --rate.
+        # settles already costs no slot of --rate (and a claim made ahead is given back).
         # The claim itself is made after admission, right before each attempt: a run that
         # waits for --rate when the job is killed has left no intent behind.
-        if self.stopper.stopped:  # read before the stop, never claimed: nothing to undo
+        # Read before the stop and not sent: ``_worker`` gives back a claim made ahead.
+        if self.stopper.stopped:
             return Skipped(run_id=run_id, reason="interrupted")
         ledger = self._ledger
         instead = await self._peek(ledger, run_id) if ledger is not None else None
