@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import HistoryError, UsageError
+from ._errors import BulkRetryError, HistoryError, UsageError
 from ._history_location import HistoryLocation
 
 if TYPE_CHECKING:
@@ -244,21 +244,28 @@ def connect_pg(location: HistoryLocation) -> psycopg.Connection[Any]:
 
 
 @contextmanager
-def mapped(location: HistoryLocation, *, usage: bool = False) -> Iterator[None]:
+def mapped(
+    location: HistoryLocation, *, usage: bool = False, everything: bool = False
+) -> Iterator[None]:
     """Driver errors → one line naming the history (password masked), never a traceback.
 
     ``usage``: at start (exit 2, nothing sent); otherwise mid-job (``HistoryError``, exit 1).
+    ``everything``: any other error too (a bug), named by its type: a group commit that fails
+    in any way stops the job the same way, and none of its waiters hangs.
     """
     try:
         yield
+    except BulkRetryError:
+        raise
     except Exception as exc:
         driver = isinstance(exc, sqlite3.Error | OSError | OverflowError) or type(
             exc
         ).__module__.startswith("psycopg")  # OverflowError: a number sqlite3 cannot bind
-        if not driver:
+        if not (driver or everything):
             raise
         # The driver's own words may quote the URL (a URI it cannot parse): never shown.
-        raise (UsageError if usage else HistoryError)(location.failure(_describe(exc))) from None
+        text = _describe(exc) if driver else f"{type(exc).__name__}: {exc}"
+        raise (UsageError if usage else HistoryError)(location.failure(text)) from None
 
 
 def _existing(path: Path) -> str:

@@ -191,25 +191,25 @@ class History:
         with self._lock:
             db.close()
 
-    async def _call(self, work: Callable[[Db], T], empty: T, *, whole: bool = True) -> T:
+    async def _call(self, work: Callable[[Db], T], empty: T, *, group: bool = False) -> T:
         if self._db is None:  # nothing to read (a dry run's missing file): no thread hop
             return empty
-        run = functools.partial(self._run, work, empty, whole=whole)
+        run = functools.partial(self._run, work, empty, group=group)
         return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 
-    def _run(self, work: Callable[[Db], T], empty: T, *, whole: bool = True) -> T:
+    def _run(self, work: Callable[[Db], T], empty: T, *, group: bool = False) -> T:
         """In a thread: one transaction at a time on the connection, whichever thread asks.
 
-        ``whole``: ``work`` is one transaction, run again whole when PostgreSQL picks it as a
-        deadlock's victim. A group commit is not (its statements commit one by one, and
-        each is retried alone: ``Db.change``).
+        ``work`` is one transaction, run again whole when PostgreSQL picks it as a deadlock's
+        victim. A ``group`` commit is not: its statements commit one by one, each retried
+        alone (``Db.change``); and any failure of it, a bug too, is a ``HistoryError``.
         """
         with self._lock:
             db = self._db
             if db is None:
                 return empty
-            with mapped(self.location):
-                return db.retrying(lambda: work(db)) if whole else work(db)
+            with mapped(self.location, everything=group):
+                return work(db) if group else db.retrying(lambda: work(db))
 
     def checkpointer(self) -> Callable[[threading.Event], None] | None:
         """What checkpoints a SQLite history from a thread of its own while a job writes."""
@@ -221,15 +221,15 @@ class History:
 
         Answers, per claim, None when it is ours (the request may leave) or the outcome that
         replaces the request; and which of the claims made ahead lost. Raises
-        ``HistoryError`` when the database fails. Each statement touches rows in run ID
+        ``HistoryError`` when it fails in any way (a bug too). Each statement touches rows in run ID
         order; a PostgreSQL deadlock is retried (every statement can run twice: a claim
         already ours is found by its owner and time).
         """
-        return await self._call(self._committer(group, policy), Answers(claims=[]), whole=False)
+        return await self._call(self._committer(group, policy), Answers(claims=[]), group=True)
 
     def commit_now(self, group: GroupCommit, policy: ClaimPolicy) -> Answers:
         """``commit``, in the calling thread (the writer process has no event loop)."""
-        return self._run(self._committer(group, policy), Answers(claims=[]), whole=False)
+        return self._run(self._committer(group, policy), Answers(claims=[]), group=True)
 
     def _committer(self, group: GroupCommit, policy: ClaimPolicy) -> Callable[[Db], Answers]:
         now = datetime.now(UTC)

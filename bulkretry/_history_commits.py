@@ -41,7 +41,7 @@ class Committer:
     """Commits through the job's own connection until the writer process is ready, then there.
 
     The process starts once the job has claimed ``after`` runs: a small job never waits for
-    it (nor pays for it), a large one hands its commits over a few hundred claims in.
+    it (nor pays for it), a large one hands its commits over 100 claims in.
     """
 
     def __init__(
@@ -63,14 +63,8 @@ class Committer:
         if self._ready:
             answer = await self._exchange(pack(outcomes, claims, ahead, unused))
             return answer[0], answer[1]
-        try:
-            group = GroupCommit.of(outcomes, claims, ahead, unused)
-            answers = await self._history.commit(group, self._policy)
-        except HistoryError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a bug: every waiter hears it, none hangs
-            text = f"{type(error).__name__}: {error}"
-            raise HistoryError(self._history.location.failure(text)) from None
+        group = GroupCommit.of(outcomes, claims, ahead, unused)
+        answers = await self._history.commit(group, self._policy)
         self._claimed += len(claims) + len(ahead)
         if self._claimed >= self._after and not self._started:
             self._started = True

@@ -144,9 +144,9 @@ def _commits(
             if broken is None:  # after a failure nothing more is written: the job stops
                 try:
                     answers = history.commit_now(_unpack(message), policy)
-                except BulkRetryError as error:
+                except BulkRetryError as error:  # any failure of the commit, a bug too
                     broken = str(error)
-                except Exception as error:  # noqa: BLE001 - the job hears it in one line
+                except Exception as error:  # noqa: BLE001 - a message it cannot read: a bug
                     broken = history.location.failure(f"{type(error).__name__}: {error}")
             if broken is not None:
                 send(("failed", broken))
